@@ -1,0 +1,4 @@
+"""CLI subcommands. Each module defines ``register(subparsers, formatter_class)``; add new ones here."""
+from artok.commands import convert, info
+
+COMMAND_MODULES = [info, convert]

@@ -1,0 +1,59 @@
+"""``artok convert``: official checkpoints → artok checkpoint directories."""
+from __future__ import annotations
+
+from pathlib import Path
+
+# converter name → (help, function(args) -> module with save_pretrained)
+CONVERTERS: dict[str, tuple[str, callable]] = {}
+
+
+def converter(name: str, help: str, add_arguments):
+    def wrap(fn):
+        CONVERTERS[name] = (help, fn, add_arguments)
+        return fn
+
+    return wrap
+
+
+def _scales(text_list) -> tuple[int, ...]:
+    return tuple(int(s) for s in text_list)
+
+
+def _var_vqvae_args(p):
+    p.add_argument("input", help="VAR VQVAE weights (.pth read with weights_only=True, or .safetensors)")
+    p.add_argument("out_dir", help="output artok checkpoint directory")
+    p.add_argument("--scales", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 8, 10, 13, 16],
+                   help="token-map sides, smallest first (256 px release: 1 2 3 4 5 6 8 10 13 16)")
+    p.add_argument("--quant-resi", type=float, default=0.5, help="φ mixing ratio r")
+
+
+@converter("var-vqvae", "VAR VQVAE (vae_ch160v4096z32.pth) → artok tokenizer", _var_vqvae_args)
+def _var_vqvae(args):
+    from artok import convert
+
+    return convert.var_vqvae(args.input, scales=_scales(args.scales), quant_resi=args.quant_resi)
+
+
+def register(sub, formatter_class) -> None:
+    p = sub.add_parser("convert", help="convert official VAR/HART checkpoints to artok checkpoints",
+                       formatter_class=formatter_class)
+    kinds = p.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+    for name, (help_text, fn, add_arguments) in CONVERTERS.items():
+        k = kinds.add_parser(name, help=help_text, description=help_text, formatter_class=formatter_class)
+        add_arguments(k)
+        k.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in OUT_DIR")
+        k.set_defaults(func=lambda a, fn=fn: _run(fn, a))
+
+
+def _run(fn, args) -> int:
+    out = Path(args.out_dir)
+    if (out / "config.json").exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already holds a checkpoint; pass --overwrite to replace it")
+    model = fn(args)
+    model.save_pretrained(out)
+    print(f"wrote {out}")
+    from artok.commands.info import describe
+
+    print(describe(out))
+    return 0

@@ -1,0 +1,5 @@
+"""Official VAR and HART checkpoints → artok modules (strict, hyper-parameters inferred from the tensors)."""
+from artok.convert.common import load_state_dict
+from artok.convert.var import var_quantizer, var_vqvae
+
+__all__ = ["load_state_dict", "var_quantizer", "var_vqvae"]

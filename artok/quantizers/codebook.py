@@ -1,0 +1,149 @@
+"""A codebook for vector quantisation: nearest-code lookup, EMA updates, dead-code restart, usage statistics.
+
+Shared by the single-scale VQ and VAR's multi-scale residual quantiser. Distances are computed in fp32
+even under autocast. Training statistics are gathered once per forward and reduced across processes in a
+single collective (``update``), so every process applies the same EMA step and the same restarts.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from artok.distributed import DEFAULT_SYNC, ProcessSync
+
+
+class Codebook(nn.Module):
+    """``codebook_size`` vectors of size ``dim``.
+
+    Args:
+        l2_norm: choose codes by cosine similarity instead of Euclidean distance.
+        ema_decay: if set, the codes are updated as an exponential moving average of the vectors assigned
+            to them (VQ-VAE-2) instead of by gradient.
+        dead_code_threshold: a code whose running hit count per step (summed over scales and processes)
+            falls below this is restarted from a random encoder vector of the current batch. 0 disables.
+        num_scales: rows of the per-scale usage statistic.
+        usage_decay: decay of the running hit counts.
+    """
+
+    def __init__(
+        self,
+        *,
+        codebook_size: int,
+        dim: int,
+        l2_norm: bool = False,
+        ema_decay: float | None = None,
+        dead_code_threshold: float = 0.0,
+        num_scales: int = 1,
+        usage_decay: float = 0.99,
+        sync: ProcessSync | None = None,
+    ) -> None:
+        super().__init__()
+        self.codebook_size, self.dim = codebook_size, dim
+        self.l2_norm, self.ema_decay = l2_norm, ema_decay
+        self.dead_code_threshold, self.usage_decay = dead_code_threshold, usage_decay
+        self.sync = sync or DEFAULT_SYNC
+        self.embedding = nn.Embedding(codebook_size, dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        # running hit count per scale and code, per training step, summed over processes (VAR's ema_vocab_hit_SV)
+        self.register_buffer("usage", torch.zeros(num_scales, codebook_size))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        if ema_decay is not None:
+            self.embedding.weight.requires_grad_(False)
+            self.register_buffer("ema_count", torch.ones(codebook_size))
+            self.register_buffer("ema_sum", self.embedding.weight.detach().clone())
+        self.restarted_last_update = 0
+
+    # -- lookup -------------------------------------------------------------------------------------------
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.embedding.weight
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Index of the closest code for each row. z: (N, dim) → (N,) int64, computed in fp32."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            z = z.float()
+            e = self.embedding.weight.detach().float()
+            if self.l2_norm:
+                return torch.argmax(F.normalize(z, dim=-1) @ F.normalize(e, dim=-1).T, dim=1)
+            # ‖z‖² + ‖e‖² − 2 z·eᵀ, in the order VAR computes it so that near-ties resolve identically
+            d = torch.sum(z.square(), dim=1, keepdim=True) + torch.sum(e.square(), dim=1, keepdim=False)
+            d.addmm_(z, e.T, alpha=-2, beta=1)
+            return torch.argmin(d, dim=1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Code vectors of ``ids``: (...) → (..., dim)."""
+        return self.embedding(ids)
+
+    # -- training statistics ------------------------------------------------------------------------------
+    def update(self, hits: torch.Tensor, assigned_sum: torch.Tensor | None, candidates: torch.Tensor) -> None:
+        """Apply one training step of statistics, identically on every process.
+
+        hits: (num_scales, V) hit counts of this step; assigned_sum: (V, dim) sum of the vectors assigned to
+        each code (needed for EMA updates); candidates: (N, dim) vectors to restart dead codes from.
+        """
+        V, S = self.codebook_size, self.usage.shape[0]
+        with torch.no_grad(), torch.autocast(device_type=hits.device.type, enabled=False):
+            parts = [hits.float().reshape(-1)]
+            if self.ema_decay is not None:
+                parts.append(assigned_sum.float().reshape(-1))
+            flat = self.sync.all_reduce_sum(torch.cat(parts))  # one collective per step
+            hits = flat[: S * V].view(S, V)
+
+            # bias-corrected running average: the first step copies, later steps decay up to usage_decay
+            n = int(self.num_updates)
+            decay = min(self.usage_decay, n / (n + 1.0))
+            self.usage.mul_(decay).add_(hits, alpha=1.0 - decay)
+            self.num_updates += 1
+
+            if self.ema_decay is not None:
+                summed = flat[S * V:].view(V, self.dim)
+                self.ema_count.mul_(self.ema_decay).add_(hits.sum(0), alpha=1.0 - self.ema_decay)
+                self.ema_sum.mul_(self.ema_decay).add_(summed, alpha=1.0 - self.ema_decay)
+                # Laplace smoothing keeps rarely used codes finite (van den Oord et al., 2017, appendix)
+                total = self.ema_count.sum()
+                count = (self.ema_count + 1e-5) / (total + V * 1e-5) * total
+                self.embedding.weight.copy_(self.ema_sum / count[:, None])
+
+            self.restarted_last_update = 0
+            if self.dead_code_threshold > 0:
+                self._restart_dead(candidates)
+
+    def _restart_dead(self, candidates: torch.Tensor) -> None:
+        dead = self.usage.sum(0) < self.dead_code_threshold  # identical on all processes: usage is reduced
+        n_dead = int(dead.sum())
+        if n_dead == 0 or candidates.numel() == 0:
+            return
+        # rank 0 draws the replacements; the broadcast makes every process restart to the same vectors
+        pick = torch.randint(0, candidates.shape[0], (n_dead,), device=candidates.device)
+        new = candidates.detach().float()[pick].to(self.embedding.weight.dtype)
+        new = self.sync.broadcast(new.contiguous(), src=0)
+        self.embedding.weight[dead] = new
+        self.usage[:, dead] = self.dead_code_threshold  # a grace period before the next restart
+        if self.ema_decay is not None:
+            self.ema_count[dead] = 1.0
+            self.ema_sum[dead] = new.float()
+        self.restarted_last_update = n_dead
+
+    # -- reporting ----------------------------------------------------------------------------------------
+    def usage_fraction(self) -> torch.Tensor:
+        """Per scale, the fraction of codes whose running hit count is at least 8% of a uniform share,
+        VAR's notion of an active code. (S,)"""
+        per_step = self.usage.sum(1, keepdim=True).clamp_min(1e-12)
+        share = per_step / self.codebook_size
+        return (self.usage >= 0.08 * share).float().mean(1)
+
+    def perplexity(self) -> torch.Tensor:
+        """Per scale, exp(entropy) of the running code distribution. (S,)"""
+        p = self.usage / self.usage.sum(1, keepdim=True).clamp_min(1e-12)
+        return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum(1))
+
+
+def batch_statistics(ids: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
+    """Usage fraction and perplexity of one batch of ids (any shape)."""
+    hits = torch.bincount(ids.reshape(-1), minlength=codebook_size).float()
+    p = hits / hits.sum().clamp_min(1)
+    return {
+        "usage": (hits > 0).float().mean(),
+        "perplexity": torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()),
+    }

@@ -1,0 +1,298 @@
+"""VAR's multi-scale residual quantiser (Tian et al., 2024, arXiv 2404.02905, Algorithm 1).
+
+A latent f (B, C, H, W) is quantised coarse to fine: at scale k the remaining residual is area-downsampled
+to pn_k × pn_k, each cell takes its nearest code, the code map is bicubic-upsampled back to H × W, refined
+by a shared convolution φ, and subtracted from the residual. The token map of scale k thus describes what
+scales 0..k-1 missed. Notation follows the fixture README, section 4.2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from artok.quantizers.codebook import Codebook, batch_statistics
+
+
+@dataclass
+class QuantizerOutput:
+    """quantized: (B, C, H, W) straight-through f̂; ids: per scale (B, pn*pn); losses: named scalars;
+    stats: per-batch codebook usage and perplexity (for logging)."""
+
+    quantized: torch.Tensor
+    ids: list[torch.Tensor]
+    losses: dict[str, torch.Tensor]
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return sum(self.losses.values())
+
+
+def area_downsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Adaptive average pooling to size × size (``F.interpolate`` mode 'area')."""
+    return F.interpolate(x, size=(size, size), mode="area")
+
+
+def bicubic_upsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(x, size=(size, size), mode="bicubic").contiguous()
+
+
+class Phi(nn.Conv2d):
+    """φ(h) = (1 − r)·h + r·conv3x3(h): VAR's quantisation-error refinement."""
+
+    def __init__(self, channels: int, ratio: float) -> None:
+        super().__init__(channels, channels, kernel_size=3, stride=1, padding=1)
+        self.ratio = abs(ratio)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h.mul(1 - self.ratio) + super().forward(h).mul_(self.ratio)
+
+
+def phi_ticks(count: int) -> np.ndarray:
+    """Positions in [0, 1] of ``count`` shared φ convolutions (VAR: thirds for 4, halves otherwise)."""
+    if count == 4:
+        return np.linspace(1 / 3 / count, 1 - 1 / 3 / count, count)
+    return np.linspace(1 / 2 / count, 1 - 1 / 2 / count, count)
+
+
+def phi_index_per_scale(count: int, num_scales: int) -> list[int]:
+    """Which φ each scale uses: the nearest tick to si/(SN−1), in float64 as VAR computes it, so exact
+    real-number ties resolve the same way (README 4.2.2, quirk Q6)."""
+    ticks = phi_ticks(count)
+    out = []
+    for si in range(num_scales):
+        at = si / (num_scales - 1) if num_scales > 1 else 0.0
+        out.append(int(np.argmin(np.abs(ticks - at))))
+    return out
+
+
+class PhiSchedule(nn.Module):
+    """K φ convolutions shared across the scales by position (``share_quant_resi``); identity when r ≈ 0."""
+
+    def __init__(self, *, channels: int, ratio: float, count: int, num_scales: int) -> None:
+        super().__init__()
+        self.count = count
+        self.convs = nn.ModuleList(
+            [Phi(channels, ratio) if abs(ratio) > 1e-6 else nn.Identity() for _ in range(count)]
+        )
+        self.index = phi_index_per_scale(count, num_scales)
+
+    def forward(self, h: torch.Tensor, scale_index: int) -> torch.Tensor:
+        return self.convs[self.index[scale_index]](h)
+
+
+class MultiScaleResidualQuantizer(nn.Module):
+    """VAR's ``VectorQuantizer2``.
+
+    Args:
+        codebook_size, dim: V and C.
+        scales: side lengths pn_k of the token maps, smallest first; the last is the latent side.
+        beta: commitment weight.
+        quant_resi, share_quant_resi: φ ratio r and the number of shared φ convs (0: one per scale).
+        l2_norm: choose codes by cosine similarity (VAR's ``using_znorm``); code vectors are used as stored.
+        ema_decay, dead_code_threshold, usage_decay: see ``Codebook``.
+    """
+
+    def __init__(
+        self,
+        *,
+        codebook_size: int,
+        dim: int,
+        scales: tuple[int, ...],
+        beta: float = 0.25,
+        quant_resi: float = 0.5,
+        share_quant_resi: int = 4,
+        l2_norm: bool = False,
+        ema_decay: float | None = None,
+        dead_code_threshold: float = 0.0,
+        usage_decay: float = 0.99,
+    ) -> None:
+        super().__init__()
+        self.scales = tuple(int(s) for s in scales)
+        self.codebook_size, self.dim, self.beta = codebook_size, dim, beta
+        self.codebook = Codebook(
+            codebook_size=codebook_size, dim=dim, l2_norm=l2_norm, ema_decay=ema_decay,
+            dead_code_threshold=dead_code_threshold, num_scales=len(self.scales), usage_decay=usage_decay,
+        )
+        count = share_quant_resi if share_quant_resi > 0 else len(self.scales)
+        self.phi = PhiSchedule(channels=dim, ratio=quant_resi, count=count, num_scales=len(self.scales))
+
+    # -- shapes -------------------------------------------------------------------------------------------
+    @property
+    def num_scales(self) -> int:
+        return len(self.scales)
+
+    @property
+    def block_sizes(self) -> list[int]:
+        """Tokens per autoregressive block: one block per scale."""
+        return [pn * pn for pn in self.scales]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.block_sizes)
+
+    def _check_latent(self, f: torch.Tensor) -> None:
+        if f.ndim != 4 or f.shape[1] != self.dim or f.shape[2] != f.shape[3] or f.shape[-1] != self.scales[-1]:
+            raise ValueError(
+                f"latent of shape {tuple(f.shape)} does not fit the quantizer: expected (B, {self.dim}, "
+                f"{self.scales[-1]}, {self.scales[-1]})"
+            )
+
+    def _check_ids(self, ids: list[torch.Tensor], *, all_scales: bool = True) -> None:
+        n = len(ids)
+        if (all_scales and n != self.num_scales) or not 1 <= n <= self.num_scales:
+            want = f"{self.num_scales}" if all_scales else f"1 to {self.num_scales}"
+            raise ValueError(f"expected ids for {want} scales of {self.scales}, got {n} tensors")
+        for k, idx in enumerate(ids):
+            if idx.ndim != 2 or idx.shape[1] != self.scales[k] ** 2:
+                raise ValueError(f"ids of scale {k} have shape {tuple(idx.shape)}, expected (B, {self.scales[k] ** 2})")
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.codebook_size):
+                raise ValueError(
+                    f"ids of scale {k} range over [{int(idx.min())}, {int(idx.max())}], outside the codebook "
+                    f"[0, {self.codebook_size - 1}]"
+                )
+
+    # -- the residual loop ------------------------------------------------------------------------------
+    def _code_map(self, ids: torch.Tensor, si: int, size: int) -> torch.Tensor:
+        """φ(upsample(e[ids])): the contribution of scale si at full size. ids: (B, pn*pn) → (B, C, H, W)."""
+        pn = self.scales[si]
+        h = rearrange(self.codebook(ids), "b (h w) c -> b c h w", h=pn, w=pn)
+        if si != self.num_scales - 1:
+            h = bicubic_upsample(h, size)
+        return self.phi(h, si)
+
+    def _residual_loop(self, f: torch.Tensor, *, keep_fhats: bool = False):
+        """Run 4.2.3 on f (fp32). Returns ids per scale, f̂ after each scale (or only the last), the
+        per-scale inputs z that chose the codes (for codebook statistics)."""
+        H = f.shape[-1]
+        f_rest = f.detach().clone()
+        f_hat = torch.zeros_like(f_rest)
+        ids, fhats, inputs = [], [], []
+        for si, pn in enumerate(self.scales):
+            z = area_downsample(f_rest, pn) if si != self.num_scales - 1 else f_rest
+            z = rearrange(z, "b c h w -> (b h w) c")  # (B*pn*pn, C), raster order
+            idx = self.codebook.nearest(z).view(f.shape[0], pn * pn)
+            h = self._code_map(idx, si, H)
+            f_hat = f_hat + h
+            f_rest = f_rest - h.detach()
+            ids.append(idx)
+            inputs.append(z)
+            fhats.append(f_hat if keep_fhats or si == self.num_scales - 1 else None)
+        return ids, fhats, inputs
+
+    @torch.no_grad()
+    def quantize(self, f: torch.Tensor) -> list[torch.Tensor]:
+        """Token ids of f, per scale (B, pn*pn). Never updates statistics."""
+        self._check_latent(f)
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            ids, _, _ = self._residual_loop(f.float())
+        return ids
+
+    @torch.no_grad()
+    def cumulative_latents(self, f: torch.Tensor) -> list[torch.Tensor]:
+        """f̂ after each scale, (B, C, H, W) each: the reconstruction error shrinks down the list."""
+        self._check_latent(f)
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            _, fhats, _ = self._residual_loop(f.float(), keep_fhats=True)
+        return fhats
+
+    def forward(self, f: torch.Tensor) -> QuantizerOutput:
+        """Training forward (README 4.2.5). f: (B, C, H, W), any dtype; quantised in fp32.
+
+        Losses: ``commitment`` = β·mean_k mse(sg(f̂_k), f) pulls the encoder, ``codebook`` =
+        mean_k mse(f̂_k, sg(f)) pulls the codes (when not EMA) and φ. The output is straight-through.
+        """
+        self._check_latent(f)
+        in_dtype = f.dtype
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            f = f.float()
+            H = f.shape[-1]
+            f_nograd = f.detach()
+            f_rest = f_nograd.clone()
+            f_hat = torch.zeros_like(f_rest)
+            commitment = f.new_zeros(())
+            codebook = f.new_zeros(())
+            ids, inputs = [], []
+            hits = f.new_zeros(self.num_scales, self.codebook_size)
+            assigned = f.new_zeros(self.codebook_size, self.dim) if self.codebook.ema_decay is not None else None
+            for si, pn in enumerate(self.scales):
+                z = area_downsample(f_rest, pn) if si != self.num_scales - 1 else f_rest
+                z = rearrange(z, "b c h w -> (b h w) c")  # (B*pn*pn, C)
+                idx = self.codebook.nearest(z)
+                if self.training:
+                    hits[si] = torch.bincount(idx, minlength=self.codebook_size).float()
+                    if assigned is not None:
+                        assigned.index_add_(0, idx, z.detach())
+                idx = idx.view(f.shape[0], pn * pn)
+                h = self._code_map(idx, si, H)
+                f_hat = f_hat + h
+                f_rest = f_rest - h.detach()
+                ids.append(idx)
+                inputs.append(z.detach())
+                commitment = commitment + F.mse_loss(f_hat.detach(), f) * self.beta
+                codebook = codebook + F.mse_loss(f_hat, f_nograd)
+            commitment = commitment / self.num_scales
+            codebook = codebook / self.num_scales
+            quantized = (f_hat.detach() - f_nograd) + f  # straight-through estimator
+        if self.training:
+            self.codebook.update(hits, assigned, torch.cat(inputs))
+        stats = batch_statistics(torch.cat(ids, 1), self.codebook_size)
+        return QuantizerOutput(
+            quantized=quantized.to(in_dtype), ids=ids,
+            losses={"commitment": commitment, "codebook": codebook}, stats=stats,
+        )
+
+    # -- from ids -----------------------------------------------------------------------------------------
+    def ids_to_latent(self, ids: list[torch.Tensor], *, progressive: bool = False) -> torch.Tensor:
+        """f̂ from ids of the first len(ids) scales.
+
+        progressive=False (VAR's ``all_to_max_scale``): Σ_k φ(up(e[ids_k])) at the full latent size,
+        (B, C, H, W). progressive=True (VAR's experimental no-shape path): f̂ grows with the scales,
+        f̂ ← up(f̂, pn_k) + φ(e[ids_k]) at native size, returning (B, C, pn, pn) of the last given scale.
+        """
+        self._check_ids(ids, all_scales=False)
+        B, H = ids[0].shape[0], self.scales[-1]
+        if progressive:
+            f_hat = None
+            for si, idx in enumerate(ids):
+                pn = self.scales[si]
+                h = rearrange(self.codebook(idx), "b (h w) c -> b c h w", h=pn, w=pn)
+                f_hat = h.new_zeros(B, self.dim, pn, pn) if f_hat is None else bicubic_upsample(f_hat, pn)
+                f_hat = f_hat + self.phi(h, si)
+            return f_hat
+        f_hat = None
+        for si, idx in enumerate(ids):
+            h = self._code_map(idx, si, H)
+            f_hat = h if f_hat is None else f_hat + h
+        return f_hat
+
+    def teacher_inputs(self, ids: list[torch.Tensor]) -> torch.Tensor:
+        """Next-scale teacher-forcing input (VAR's ``idxBl_to_var_input``): for k = 1..K−1 the area-
+        downsampled f̂ of scales < k at pn_k, flattened and concatenated: (B, L − pn_0², C)."""
+        self._check_ids(ids)
+        H = self.scales[-1]
+        f_hat = None
+        out = []
+        for si in range(self.num_scales - 1):
+            h = self._code_map(ids[si], si, H)
+            f_hat = h if f_hat is None else f_hat + h
+            nxt = area_downsample(f_hat, self.scales[si + 1])
+            out.append(rearrange(nxt, "b c h w -> b (h w) c"))
+        return torch.cat(out, dim=1)  # (B, L - pn_0², C)
+
+    def autoregressive_step(self, si: int, f_hat: torch.Tensor | None, ids: torch.Tensor):
+        """One step of next-scale generation (VAR's ``get_next_autoregressive_input``).
+
+        Adds the contribution of scale si's ids (B, pn_si²) to f̂ (None before the first step) and returns
+        (f̂ (B, C, H, W), the next block's input (B, pn_{si+1}², C), or None after the last scale).
+        """
+        h = self._code_map(ids, si, self.scales[-1])
+        f_hat = h if f_hat is None else f_hat + h
+        if si == self.num_scales - 1:
+            return f_hat, None
+        return f_hat, rearrange(area_downsample(f_hat, self.scales[si + 1]), "b c h w -> b (h w) c")
