@@ -328,6 +328,16 @@ class QuantizerConfig(Config):
         if not 0.0 <= self.skip_continuous_prob <= 1.0:
             raise ConfigError(f"quantizer.skip_continuous_prob must be in [0, 1], got {self.skip_continuous_prob}")
 
+    def unused_phi_convs(self) -> list[int]:
+        """φ convolutions that no scale uses (e.g. 4 shared convs over 3 scales). Harmless for inference, but
+        unused parameters waste memory and break DDP, so training refuses them."""
+        if self.kind == "vq" or abs(self.quant_resi) <= 1e-6:
+            return []
+        from artok.quantizers.msrq import phi_index_per_scale
+
+        count = self.share_quant_resi or len(self.scales)
+        return sorted(set(range(count)) - set(phi_index_per_scale(count, len(self.scales))))
+
     @property
     def num_tokens(self) -> int:
         """L: tokens per image over all scales."""

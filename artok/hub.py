@@ -69,8 +69,10 @@ def read_config(path: str | Path) -> dict:
         raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from None
 
 
-def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
-    """``load_state_dict(strict=True)`` with an error that lists missing, unexpected and mis-shaped keys."""
+def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint",
+                assign: bool = False) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists missing, unexpected and mis-shaped keys.
+    ``assign=True`` adopts the given tensors (used for models built on the ``meta`` device)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -88,7 +90,7 @@ def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
         if shapes:
             parts.append(f"shape mismatches: {show(shapes)}")
         raise CheckpointError(f"{source} does not match {type(module).__name__}: " + "; ".join(parts))
-    module.load_state_dict(state_dict, strict=True)
+    module.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 class PretrainedMixin:

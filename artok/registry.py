@@ -46,7 +46,7 @@ def _tiny_var_vqvae() -> TokenizerConfig:
     return TokenizerConfig(
         image_size=32, latent_channels=8,
         encoder=ConvEncoderConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1),
-        quantizer=QuantizerConfig(kind="msrq", codebook_size=64, scales=(1, 2, 4)),
+        quantizer=QuantizerConfig(kind="msrq", codebook_size=64, scales=(1, 2, 4), share_quant_resi=3),
     )
 
 
@@ -88,3 +88,17 @@ def build_tokenizer(name_or_config: str | TokenizerConfig, **overrides: Any):
     else:
         cfg = tokenizer_config(name_or_config, **overrides)
     return Tokenizer(cfg)
+
+
+def dump_tokenizer_presets(configs_dir) -> list:
+    """Write every tokenizer preset as YAML: ``configs/tokenizer/<name>.yaml``, tiny twins under
+    ``configs/tiny/``. Returns the paths written."""
+    from pathlib import Path
+
+    written = []
+    for name, make in TOKENIZER_PRESETS.items():
+        path = Path(configs_dir) / ("tiny" if name.startswith("tiny-") else "tokenizer") / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# tokenizer preset '{name}': {make.__doc__.splitlines()[0]}\n" + make().to_yaml())
+        written.append(path)
+    return written

@@ -7,6 +7,7 @@ with the official defaults. Loading is strict: a missing, unexpected or mis-shap
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -103,14 +104,24 @@ def var_keys_to_artok(sd: StateDict, config: TokenizerConfig) -> dict[str, torch
     return out
 
 
-def _load_with_fills(module: torch.nn.Module, sd: dict[str, torch.Tensor], *, source: str) -> None:
+def on_meta(sd: StateDict) -> bool:
+    """True for a state dict of ``meta`` tensors (shapes only): the model is then built on ``meta`` too."""
+    return any(v.is_meta for v in sd.values())
+
+
+def build_on(sd: StateDict):
+    """Context in which to construct the module that will receive ``sd``."""
+    return torch.device("meta") if on_meta(sd) else nullcontext()
+
+
+def load_with_fills(module: torch.nn.Module, sd: dict[str, torch.Tensor], *, source: str) -> None:
     """Strict load, where artok-only training statistics absent from official checkpoints keep their
     fresh values (usage counters); every other key must match exactly."""
     own = module.state_dict()
     for key, value in own.items():
         if key not in sd and key.endswith(("codebook.usage", "codebook.num_updates")):
             sd[key] = value
-    load_strict(module, sd, source=source)
+    load_strict(module, sd, source=source, assign=on_meta(sd))
 
 
 def _source_name(source) -> str:
@@ -131,8 +142,9 @@ def var_vqvae(state_dict, *, scales, quant_resi: float = 0.5, beta: float = 0.25
     sd = load_state_dict(state_dict)
     config = tokenizer_config_from_var_keys(sd, scales=scales, quant_resi=quant_resi, beta=beta, dropout=dropout,
                                             using_znorm=using_znorm)
-    model = Tokenizer(config)
-    _load_with_fills(model, var_keys_to_artok(sd, config), source=_source_name(state_dict))
+    with build_on(sd):
+        model = Tokenizer(config)
+    load_with_fills(model, var_keys_to_artok(sd, config), source=_source_name(state_dict))
     return model.eval()
 
 
@@ -146,7 +158,8 @@ def var_quantizer(state_dict, *, scales, quant_resi: float = 0.5, beta: float = 
     if phi == 0 and abs(quant_resi) > 1e-6:
         raise CheckpointError("the checkpoint has no φ convolutions: pass quant_resi=0")
     scales = tuple(int(s) for s in scales)
-    model = MultiScaleResidualQuantizer(codebook_size=V, dim=C, scales=scales, beta=beta, quant_resi=quant_resi,
-                                        share_quant_resi=max(phi, 1), l2_norm=using_znorm)
-    _load_with_fills(model, quantizer_keys_to_artok(sd, len(scales), V), source=_source_name(state_dict))
+    with build_on(sd):
+        model = MultiScaleResidualQuantizer(codebook_size=V, dim=C, scales=scales, beta=beta, quant_resi=quant_resi,
+                                            share_quant_resi=max(phi, 1), l2_norm=using_znorm)
+    load_with_fills(model, quantizer_keys_to_artok(sd, len(scales), V), source=_source_name(state_dict))
     return model.eval()
