@@ -1,8 +1,6 @@
 """``artok info CHECKPOINT``: config, parameter count, scales and tokens per image."""
 from __future__ import annotations
 
-import json
-
 
 def _params(module) -> int:
     return sum(p.numel() for p in module.parameters())
@@ -19,6 +17,12 @@ def _describe_tokenizer(tok, indent: str = "") -> list[str]:
         f"{indent}scales          {', '.join(map(str, tok.scales))}",
         f"{indent}tokens / image  {tok.num_tokens}",
     ]
+    codebook = tok.quantizer.codebook
+    if int(codebook.num_updates) > 0 or float(codebook.usage.sum()) > 0:
+        usage = ", ".join(f"{100 * u:.0f}%" for u in codebook.usage_fraction().tolist())
+        ppl = ", ".join(f"{p:.0f}" for p in codebook.perplexity().tolist())
+        lines += [f"{indent}codebook usage  {usage} (per scale, from training statistics)",
+                  f"{indent}perplexity      {ppl}"]
     return lines
 
 
@@ -41,7 +45,7 @@ def describe(path) -> str:
         else:
             lines.append(f"{indent}parameters      {_params(m):,}")
         lines.append(f"{indent}config")
-        lines += [indent + "  " + line for line in json.dumps(m.config.to_dict(), indent=2).splitlines()]
+        lines += [indent + "  " + line for line in m.config.to_yaml().splitlines()]
     return "\n".join(lines)
 
 
