@@ -158,10 +158,12 @@ class MultiScaleResidualQuantizer(nn.Module):
                 )
 
     # -- the residual loop ------------------------------------------------------------------------------
-    def _code_map(self, ids: torch.Tensor, si: int, size: int) -> torch.Tensor:
-        """φ(upsample(e[ids])): the contribution of scale si at full size. ids: (B, pn*pn) → (B, C, H, W)."""
+    def _code_map(self, ids: torch.Tensor, si: int, size: int, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """φ(upsample(e[ids])): the contribution of scale si at full size. ids: (B, pn*pn) → (B, C, H, W).
+        ``codes`` (B, pn*pn, C), when given, replaces the lookup e[ids]."""
         pn = self.scales[si]
-        h = rearrange(self.codebook(ids), "b (h w) c -> b c h w", h=pn, w=pn)
+        vectors = self.codebook(ids) if codes is None else codes
+        h = rearrange(vectors, "b (h w) c -> b c h w", h=pn, w=pn)
         if si != self.num_scales - 1:
             h = bicubic_upsample(h, size)
         return self.phi(h, si)
@@ -285,13 +287,20 @@ class MultiScaleResidualQuantizer(nn.Module):
             out.append(rearrange(nxt, "b c h w -> b (h w) c"))
         return torch.cat(out, dim=1)  # (B, L - pn_0², C)
 
-    def autoregressive_step(self, si: int, f_hat: torch.Tensor | None, ids: torch.Tensor):
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Code vectors of ids: (...) → (..., C)."""
+        return self.codebook(ids)
+
+    def autoregressive_step(self, si: int, f_hat: torch.Tensor | None, ids: torch.Tensor, *,
+                            codes: torch.Tensor | None = None):
         """One step of next-scale generation (VAR's ``get_next_autoregressive_input``).
 
         Adds the contribution of scale si's ids (B, pn_si²) to f̂ (None before the first step) and returns
         (f̂ (B, C, H, W), the next block's input (B, pn_{si+1}², C), or None after the last scale).
+        ``codes`` (B, pn_si², C), when given, is used instead of the code vectors of ``ids`` (VAR's Gumbel
+        "more smooth" sampling feeds soft mixtures of codes).
         """
-        h = self._code_map(ids, si, self.scales[-1])
+        h = self._code_map(ids, si, self.scales[-1], codes)
         f_hat = h if f_hat is None else f_hat + h
         if si == self.num_scales - 1:
             return f_hat, None

@@ -124,10 +124,11 @@ class VectorQuantizer(nn.Module):
         """Raster teacher forcing: token i is predicted from the codes of tokens < i. (B, L − 1, C)."""
         return self.embed(self._check_ids(ids)[:, :-1])
 
-    def autoregressive_step(self, si: int, f_hat: torch.Tensor | None, ids: torch.Tensor):
+    def autoregressive_step(self, si: int, f_hat: torch.Tensor | None, ids: torch.Tensor, *,
+                            codes: torch.Tensor | None = None):
         """Write token si (ids: (B, 1)) into the latent canvas; return (canvas, next input (B, 1, C) or
-        None after the last token)."""
-        e = self.embed(ids)  # (B, 1, C)
+        None after the last token). ``codes`` (B, 1, C), when given, replaces the code vector of ``ids``."""
+        e = self.embed(ids) if codes is None else codes  # (B, 1, C)
         if f_hat is None:
             f_hat = e.new_zeros(ids.shape[0], self.dim, self.scales[0], self.scales[0])
         f_hat = f_hat.clone()

@@ -134,9 +134,17 @@ class Tokenizer(PretrainedMixin, nn.Module):
         """Teacher-forcing input of the generator: (B, L − block_sizes[0], C)."""
         return self.quantizer.teacher_inputs(ids)
 
-    def autoregressive_step(self, si: int, f_hat: torch.Tensor | None, ids: torch.Tensor):
-        """Add block si's ids to the running latent; returns (f̂, next block's input or None)."""
-        return self.quantizer.autoregressive_step(si, f_hat, ids)
+    def autoregressive_step(self, si: int, f_hat: torch.Tensor | None, ids: torch.Tensor, *,
+                            codes: torch.Tensor | None = None):
+        """Add block si's ids to the running latent; returns (f̂, next block's input or None).
+        ``codes`` (B, l, C), when given, replaces the code vectors of ``ids`` (soft codes)."""
+        if codes is None:
+            return self.quantizer.autoregressive_step(si, f_hat, ids)
+        return self.quantizer.autoregressive_step(si, f_hat, ids, codes=codes)
+
+    def indices_to_codes(self, ids: torch.Tensor) -> torch.Tensor:
+        """Code vectors as the quantizer uses them: ids (...) → (..., C)."""
+        return self.quantizer.embed(ids)
 
     def split_ids(self, ids: torch.Tensor) -> list[torch.Tensor]:
         """(B, L) concatenated ids → list per scale."""
