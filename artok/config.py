@@ -380,3 +380,81 @@ class TokenizerConfig(Config):
     @property
     def latent_size(self) -> int:
         return self.quantizer.scales[-1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generator (block-causal next-scale transformer)
+# ---------------------------------------------------------------------------------------------------------
+
+BLOCK_UNITS = ("scale", "token")
+
+
+@dataclass
+class GeneratorConfig(Config):
+    """Class-conditional block-causal transformer over token ids (VAR, arXiv 2404.02905; fixture README 4.3).
+
+    The sequence is the concatenation of the token maps of ``scales`` (smallest first). ``block_unit``
+    decides what one autoregressive step predicts: ``scale`` (VAR's next-scale prediction, blocks of pn²
+    tokens) or ``token`` (raster order, LlamaGen-style, blocks of one token; the natural choice for a
+    single-scale VQ tokenizer). A token attends to its own block and every earlier one.
+
+    ``codebook_size``, ``latent_channels`` and ``scales`` must equal the tokenizer's. ``shared_adaln``
+    is VAR's ``shared_aln`` (one AdaLN projection for all blocks plus a per-block bias, as in d36);
+    ``attention_l2_norm`` is VAR's ``attn_l2_norm`` (cosine attention with a learnable per-head scale).
+    ``class_dropout`` is the probability of replacing a label by the null class in training (for
+    classifier-free guidance); ``drop_path`` is the stochastic-depth rate of the last block (linear ramp
+    from 0 over the depth, as VAR does).
+    """
+
+    num_classes: int = 1000
+    codebook_size: int = 4096
+    latent_channels: int = 32
+    scales: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    block_unit: str = "scale"
+    depth: int = 16
+    embed_dim: int = 1024
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    shared_adaln: bool = False
+    attention_l2_norm: bool = True
+    norm_eps: float = 1e-6
+    class_dropout: float = 0.1
+    dropout: float = 0.0
+    drop_path: float = 0.0
+
+    def validate(self) -> None:
+        if self.block_unit not in BLOCK_UNITS:
+            raise ConfigError(f"generator.block_unit: unknown '{self.block_unit}'{suggest(self.block_unit, BLOCK_UNITS)}; "
+                              f"choose one of {', '.join(BLOCK_UNITS)}")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"generator.scales must be positive, got {self.scales}")
+        if any(b <= a for a, b in zip(self.scales, self.scales[1:])):
+            raise ConfigError(f"generator.scales must be strictly increasing, got {self.scales}")
+        for name in ("num_classes", "codebook_size", "latent_channels", "depth", "embed_dim", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"generator.{name} must be >= 1, got {getattr(self, name)}")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"generator.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.mlp_ratio <= 0:
+            raise ConfigError(f"generator.mlp_ratio must be positive, got {self.mlp_ratio}")
+        if self.norm_eps <= 0:
+            raise ConfigError(f"generator.norm_eps must be positive, got {self.norm_eps}")
+        for name in ("class_dropout", "dropout", "drop_path"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"generator.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def num_tokens(self) -> int:
+        """L: tokens per image over all scales."""
+        return sum(s * s for s in self.scales)
+
+    @property
+    def block_sizes(self) -> list[int]:
+        """Tokens per autoregressive step: pn² per scale, or 1 per token in raster order."""
+        if self.block_unit == "token":
+            return [1] * self.num_tokens
+        return [s * s for s in self.scales]

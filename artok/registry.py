@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from artok.config import ConfigError, ConvEncoderConfig, QuantizerConfig, TokenizerConfig, suggest
+from artok.config import ConfigError, ConvEncoderConfig, GeneratorConfig, QuantizerConfig, TokenizerConfig, suggest
 
 TOKENIZER_PRESETS: dict[str, Callable[[], TokenizerConfig]] = {}
 
@@ -100,5 +100,97 @@ def dump_tokenizer_presets(configs_dir) -> list:
         path = Path(configs_dir) / ("tiny" if name.startswith("tiny-") else "tokenizer") / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# tokenizer preset '{name}': {make.__doc__.splitlines()[0]}\n" + make().to_yaml())
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generator presets (VAR transformers)
+# ---------------------------------------------------------------------------------------------------------
+
+GENERATOR_PRESETS: dict[str, Callable[[], GeneratorConfig]] = {}
+
+
+def generator_preset(name: str):
+    def wrap(fn):
+        GENERATOR_PRESETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _var(depth: int, *, shared_adaln: bool = False, scales: tuple[int, ...] = VAR_SCALES_256) -> GeneratorConfig:
+    """VAR's ``build_vae_var``: width 64·depth, heads = depth, drop path 0.1·depth/24, ImageNet classes."""
+    return GeneratorConfig(
+        num_classes=1000, codebook_size=4096, latent_channels=32, scales=scales, block_unit="scale",
+        depth=depth, embed_dim=64 * depth, num_heads=depth, mlp_ratio=4.0, shared_adaln=shared_adaln,
+        attention_l2_norm=True, class_dropout=0.1, drop_path=0.1 * depth / 24,
+    )
+
+
+def _register_var_256(depth: int) -> None:
+    def make() -> GeneratorConfig:
+        return _var(depth)
+
+    make.__doc__ = f"VAR-d{depth}: the released 256 px next-scale transformer (pairs with var-vqvae-f16)."
+    generator_preset(f"var-d{depth}")(make)
+
+
+for _depth in (16, 20, 24, 30):
+    _register_var_256(_depth)
+
+
+@generator_preset("var-d36")
+def _var_d36() -> GeneratorConfig:
+    """VAR-d36 with shared AdaLN on the 512 px schedule (pairs with var-vqvae-f16-512)."""
+    return _var(36, shared_adaln=True, scales=VAR_SCALES_512)
+
+
+@generator_preset("tiny-var")
+def _tiny_var() -> GeneratorConfig:
+    """Tiny twin of the VAR transformers for CPU tests: width 32, 2 blocks, scales (1, 2, 4), V=64, 10 classes
+    (pairs with tiny-var-vqvae)."""
+    return GeneratorConfig(
+        num_classes=10, codebook_size=64, latent_channels=8, scales=(1, 2, 4), block_unit="scale",
+        depth=2, embed_dim=32, num_heads=2, mlp_ratio=4.0, class_dropout=0.1,
+    )
+
+
+@generator_preset("tiny-raster")
+def _tiny_raster() -> GeneratorConfig:
+    """Tiny raster-order generator, one token per step over a 4x4 map (pairs with tiny-vq)."""
+    return _tiny_var().replace(scales=(4,), block_unit="token")
+
+
+def generator_config(name: str, **overrides: Any) -> GeneratorConfig:
+    """The generator preset ``name`` with overrides applied (``{"depth": 4}``)."""
+    if name not in GENERATOR_PRESETS:
+        raise ConfigError(f"unknown generator preset '{name}'{suggest(name, GENERATOR_PRESETS)}; "
+                          f"known: {', '.join(sorted(GENERATOR_PRESETS))}")
+    cfg = GENERATOR_PRESETS[name]()
+    return cfg.override(overrides) if overrides else cfg
+
+
+def build_generator(name_or_config: str | GeneratorConfig, **overrides: Any):
+    """Build a generator from a preset name or a config, e.g. ``build_generator("tiny-var")``."""
+    from artok.models import Generator
+
+    if isinstance(name_or_config, GeneratorConfig):
+        cfg = name_or_config.override(overrides) if overrides else name_or_config
+    else:
+        cfg = generator_config(name_or_config, **overrides)
+    return Generator(cfg)
+
+
+def dump_generator_presets(configs_dir) -> list:
+    """Write every generator preset as YAML: ``configs/generator/<name>.yaml``, tiny twins under
+    ``configs/tiny/``. Returns the paths written."""
+    from pathlib import Path
+
+    written = []
+    for name, make in GENERATOR_PRESETS.items():
+        path = Path(configs_dir) / ("tiny" if name.startswith("tiny-") else "generator") / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# generator preset '{name}': {make.__doc__.splitlines()[0]}\n" + make().to_yaml())
         written.append(path)
     return written
