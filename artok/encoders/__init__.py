@@ -12,6 +12,11 @@ from torch import nn
 
 from artok.config import ConfigError, EncoderConfig, suggest
 from artok.encoders.conv import ConvDecoder, ConvEncoder
+from artok.encoders.mixed_scale import MixedScaleViTEncoder
+from artok.encoders.quadtree import QuadtreeViTEncoder
+from artok.encoders.super_token import SuperTokenViTEncoder
+from artok.encoders.token_merge import TokenMergeViTEncoder
+from artok.encoders.vit import ViTDecoder, ViTEncoder, vit_kwargs
 
 _BUILDERS: dict[str, tuple[Callable, Callable]] = {}
 
@@ -34,6 +39,37 @@ register_encoder(
 )
 
 
+# ViT family: every kind builds a ViT decoder of the same shape; construction errors that depend on the
+# image size (grid divisibility, token budget) surface as ConfigError naming the encoder kind.
+
+def _vit_family(module_class: Callable, extra: Callable[[EncoderConfig], dict]) -> Callable:
+    def build(cfg, c, image_size):
+        try:
+            return module_class(latent_channels=c, image_size=image_size, **vit_kwargs(cfg), **extra(cfg))
+        except ValueError as e:
+            raise ConfigError(f"encoder ({cfg.kind}) with image_size {image_size}: {e}") from None
+
+    return build
+
+
+def _vit_decoder(cfg, c, image_size):
+    return _vit_family(ViTDecoder, lambda _: {})(cfg, c, image_size)
+
+
+register_encoder("vit", _vit_family(ViTEncoder, lambda cfg: {}), _vit_decoder)
+register_encoder("tome", _vit_family(TokenMergeViTEncoder, lambda cfg: dict(
+    merge_per_layer=cfg.merge_per_layer, schedule=cfg.merge_schedule,
+    proportional_attention=cfg.proportional_attention)), _vit_decoder)
+register_encoder("msvit", _vit_family(MixedScaleViTEncoder, lambda cfg: dict(
+    coarse_factor=cfg.coarse_factor, gate_hidden=cfg.gate_hidden, target_fine_fraction=cfg.target_fine_fraction,
+    gate_temperature=cfg.gate_temperature, gate_loss_weight=cfg.gate_loss_weight,
+    coarse_embedding=cfg.coarse_embedding)), _vit_decoder)
+register_encoder("quadtree", _vit_family(QuadtreeViTEncoder, lambda cfg: dict(
+    levels=cfg.levels, token_budget=cfg.token_budget, scorer=cfg.scorer)), _vit_decoder)
+register_encoder("stvit", _vit_family(SuperTokenViTEncoder, lambda cfg: dict(
+    super_token_size=cfg.super_token_size, sampling_iterations=cfg.sampling_iterations)), _vit_decoder)
+
+
 def _builders(config: EncoderConfig) -> tuple[Callable, Callable]:
     if config.kind not in _BUILDERS:
         raise ConfigError(f"unknown encoder kind '{config.kind}'{suggest(config.kind, _BUILDERS)}")
@@ -48,4 +84,5 @@ def build_decoder(config: EncoderConfig, latent_channels: int, image_size: int) 
     return _builders(config)[1](config, latent_channels, image_size)
 
 
-__all__ = ["ConvDecoder", "ConvEncoder", "build_decoder", "build_encoder", "register_encoder"]
+__all__ = ["ConvDecoder", "ConvEncoder", "MixedScaleViTEncoder", "QuadtreeViTEncoder", "SuperTokenViTEncoder",
+           "TokenMergeViTEncoder", "ViTDecoder", "ViTEncoder", "build_decoder", "build_encoder", "register_encoder"]

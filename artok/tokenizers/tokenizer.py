@@ -158,7 +158,14 @@ class Tokenizer(PretrainedMixin, nn.Module):
         f = self.encode(images)
         q = self.quantizer(f)
         rec = self.decoder(self.post_quant_conv(q.quantized))
-        return TokenizerOutput(reconstruction=rec, quantized=q.quantized, ids=q.ids, losses=q.losses, stats=q.stats)
+        losses, stats = self.encoder_extras(q.losses, q.stats)
+        return TokenizerOutput(reconstruction=rec, quantized=q.quantized, ids=q.ids, losses=losses, stats=stats)
+
+    def encoder_extras(self, losses: dict, stats: dict) -> tuple[dict, dict]:
+        """Add what the encoder's latest forward reported (``last_losses``, e.g. MSViT's compute target;
+        ``last_stats``, e.g. tokens entering attention) to the quantizer's losses and stats."""
+        return ({**losses, **getattr(self.encoder, "last_losses", {})},
+                {**stats, **getattr(self.encoder, "last_stats", {})})
 
     def last_decoder_layer(self) -> torch.Tensor:
         """Weight used for the adaptive GAN weight (VQGAN)."""
