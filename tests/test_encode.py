@@ -142,3 +142,19 @@ def test_reading_needs_only_numpy(tok, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["5", "21", "uint16", "4"]
+
+
+def test_cli_encode_builtin_dataset_and_resume(tmp_path, capsys):
+    from artok.cli import main
+
+    build_tokenizer("tiny-vq").save_pretrained(tmp_path / "tok")
+    args = ["encode", str(tmp_path / "tok"), "--data", "procedural", "--num-samples", "40", "--out",
+            str(tmp_path / "enc"), "--shard-size", "16", "--num-workers", "0", "--cpu"]
+    assert main(args) == 0
+    read = TokenDataset(tmp_path / "enc", verify=True)
+    assert len(read) == 40 and read.manifest["source"] == "procedural"
+    assert len(set(read.labels.tolist())) > 3, "the procedural set is class-labelled"
+    capsys.readouterr()
+    assert main(args) == 0  # everything already encoded: nothing is redone
+    assert main(args + ["--augment", "hflip"]) == 2
+    assert "--overwrite" in capsys.readouterr().err

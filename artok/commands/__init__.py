@@ -1,4 +1,4 @@
 """CLI subcommands. Each module defines ``register(subparsers, formatter_class)``; add new ones here."""
-from artok.commands import convert, info
+from artok.commands import convert, encode, info
 
-COMMAND_MODULES = [info, convert]
+COMMAND_MODULES = [info, convert, encode]

@@ -67,11 +67,34 @@ class _Safe(Dataset):
         try:
             item = self.dataset[i]
         except Exception as e:  # corrupt or unreadable input: recorded, never fatal
-            return i, None, f"{type(e).__name__}: {e}"
+            name = self.dataset.name(i) if hasattr(self.dataset, "name") else f"input {i}"
+            return i, None, f"{name}: {type(e).__name__}: {e}"
         if item is None:
             return i, None, "skipped by the dataset"
         image, label = (item if isinstance(item, (tuple, list)) else (item, -1))[:2]
         return i, image, int(label) if label is not None else -1
+
+
+class ImageSource(Dataset):
+    """(PIL image, label) source → (image (3, S, S) in [-1, 1], label) with a deterministic centre crop; for
+    ten-crop encoding S is 1.1 × the tokenizer's size, as LlamaGen does."""
+
+    def __init__(self, source: Dataset, image_size: int, augment: str) -> None:
+        from artok.data.transforms import ImageTransform
+
+        self.source = source
+        side = int(image_size * 1.1) if augment == "tencrop" else image_size
+        self.transform = ImageTransform(side, crop="center")
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def name(self, i: int) -> str:
+        return self.source.name(i) if hasattr(self.source, "name") else f"input {i}"
+
+    def __getitem__(self, i: int):
+        image, label = self.source[i]
+        return self.transform(image), label
 
 
 def _collate(batch):
@@ -185,7 +208,7 @@ def encode_dataset(
         return None
     manifest = write_manifest(out_dir, header=header, dtype=dtype, num_inputs=n, shard_size=shard_size)
     if progress and todo:
-        print(f"encoded {todo} inputs in {elapsed:.1f} s ({todo / max(elapsed, 1e-9):.1f} img/s); "
+        print(f"{'this process ' if world_size > 1 else ''}encoded {todo} inputs in {elapsed:.1f} s ({todo / max(elapsed, 1e-9):.1f} img/s); "
               f"{manifest['num_records']} records, {len(manifest['skipped'])} inputs skipped → {out_dir}")
     return manifest
 
