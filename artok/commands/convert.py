@@ -34,6 +34,30 @@ def _var_vqvae(args):
     return convert.var_vqvae(args.input, scales=_scales(args.scales), quant_resi=args.quant_resi)
 
 
+def _var_args(p):
+    p.add_argument("input_vae", help="VAR VQVAE weights (vae_ch160v4096z32.pth, or .safetensors)")
+    p.add_argument("input_var", help="VAR transformer weights (var_d16.pth … var_d36.pth, or .safetensors)")
+    p.add_argument("out_dir", help="output artok pipeline directory (tokenizer/ + generator/)")
+    p.add_argument("--scales", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 8, 10, 13, 16],
+                   help="token-map sides, smallest first (512 px d36: 1 2 3 4 6 9 13 18 24 32)")
+    p.add_argument("--num-heads", type=int, default=None,
+                   help="attention heads; read from the checkpoint when it has l2-norm attention (all releases)")
+    p.add_argument("--quant-resi", type=float, default=0.5, help="φ mixing ratio r of the tokenizer")
+
+
+@converter("var", "VAR VQVAE + transformer (vae_ch160v4096z32.pth, var_d16.pth) → artok pipeline", _var_args)
+def _var(args):
+    from artok import convert
+    from artok.hub import Pipeline
+    from artok.sampling import check_compatible
+
+    scales = _scales(args.scales)
+    tok = convert.var_vqvae(args.input_vae, scales=scales, quant_resi=args.quant_resi)
+    gen = convert.var_transformer(args.input_var, scales=scales, num_heads=args.num_heads)
+    check_compatible(gen, tok)
+    return Pipeline(tok, gen)
+
+
 def register(sub, formatter_class) -> None:
     p = sub.add_parser("convert", help="convert official VAR/HART checkpoints to artok checkpoints",
                        formatter_class=formatter_class)
