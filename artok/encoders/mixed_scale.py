@@ -31,7 +31,7 @@ def gumbel_sigmoid(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tens
 def straight_through(soft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(hard, gate): hard = 1[soft > 0.5]; gate equals hard in value and has the gradient of soft."""
     hard = (soft > 0.5).to(soft.dtype)
-    return hard, hard + soft - soft.detach()
+    return hard, hard + (soft - soft.detach())  # exactly hard in value: the bracket is exactly zero
 
 
 class MixedScaleGate(nn.Sequential):
@@ -138,4 +138,5 @@ class MixedScaleViTEncoder(ViTEncoder):
             "gate_compute": self.gate_loss_weight * (fine_probability - self.target_fine_fraction) ** 2
         }
         self.record([counts.float().mean()] * self.depth, encoder_fine_fraction=hard.mean().detach())
+        self.last_fine_mask = is_fine.reshape(B, gc, gc)  # the decisions, for inspection
         return rearrange(out, "b (y x i j) c -> b c (y i) (x j)", y=gc, x=gc, i=s, j=s)

@@ -179,6 +179,7 @@ class TokenMergeViTEncoder(ViTEncoder):
                 destination = matching.destination.gather(1, destination)
             x = x + block.mlp(block.norm2(x))
         self.record(counts, encoder_merged_tokens=torch.tensor(float(N - x.shape[1])))
+        self.last_destination = destination.detach()  # (B, N) merged token of every patch, for inspection
         x = self.head(x)  # (B, N', C): the projection runs on merged tokens only
         return self.to_grid(x.gather(1, destination[..., None].expand(-1, -1, x.shape[-1])))  # unmerge
 
