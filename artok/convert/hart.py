@@ -1,0 +1,223 @@
+"""Official HART checkpoints (``mit-han-lab/hart-0.7b-1024px``) → artok modules.
+
+- ``hart_tokenizer``: the ``tokenizer/`` folder (``HARTAutoEncoderWithDisc``): ``vae.*`` keys in VAR's layout
+  (the prefix is optional; ``disc.*`` discriminator keys are dropped) → ``HybridTokenizer``.
+- ``hart_diffusion_head``: ``diffloss.*`` (or bare ``net.*``) keys → ``DiffusionHead``.
+- ``hart_transformer``: the ``llm/`` folder (``HARTForT2I``, diffusion MLP inside) → ``HartTransformer``.
+- ``hart_pipeline``: both folders, each with its ``config.json`` deciding the architecture.
+
+Hyper-parameters the tensors determine are inferred; the rest are keyword arguments with the official
+defaults. The official buffers ``lvl_1L``, ``attn_bias_for_masking`` and ``blocks.i.attn.zero_k_bias`` are
+derived from the scales and the context length, so they are checked and dropped. Loading is strict.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from artok.config import DiffusionHeadConfig, HartConfig
+from artok.convert.common import StateDict, count_indexed, load_state_dict, require
+from artok.convert.var import build_on, load_with_fills, tokenizer_config_from_var_keys, var_keys_to_artok
+from artok.hub import CheckpointError, load_strict
+
+TRANSFORMER = "HART transformer"
+
+# official HARTForT2I key → artok HartTransformer key (unchanged when no rule applies: word_embed,
+# context_embed, context_norm, head, decoder_norm, attn.q_bias/v_bias/proj, ffn.*_proj)
+KEY_MAP: tuple[tuple[str, str], ...] = (
+    (r"^lvl_embed\.(.+)$", r"level_embed.\1"),
+    (r"^blocks\.(\d+)\.attn\.qkv_proj\.(.+)$", r"blocks.\1.attn.qkv.\2"),
+    (r"^blocks\.(\d+)\.attn\.scale_mul_1H11$", r"blocks.\1.attn.log_scale"),
+    (r"^blocks\.(\d+)\.ln_wo_grad\.(.+)$", r"blocks.\1.norm.\2"),
+    (r"^blocks\.(\d+)\.ada_lin\.1\.(.+)$", r"blocks.\1.adaln.\2"),
+    (r"^blocks\.(\d+)\.scale_shift_table$", r"blocks.\1.adaln_table"),
+    (r"^head_nm\.ln_wo_grad\.(.+)$", r"head_norm.\1"),
+    (r"^head_nm\.ada_lin\.1\.(.+)$", r"head_adaln.\1"),
+    (r"^diffloss\.net\.(.+)$", r"diffusion_head.net.\1"),
+)
+DERIVED_BUFFERS = (r"^lvl_1L$", r"^attn_bias_for_masking$", r"^blocks\.\d+\.attn\.zero_k_bias$")
+_KEY_MAP = tuple((re.compile(p), r) for p, r in KEY_MAP)
+_DERIVED = tuple(re.compile(p) for p in DERIVED_BUFFERS)
+WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin", "ema_model.bin",
+                "model.bin")
+
+
+def _source_name(source) -> str:
+    return str(source) if isinstance(source, (str, Path)) else "state dict"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------------------
+
+def hart_tokenizer(state_dict, *, scales, quant_resi: float = 0.5, beta: float = 0.25, using_znorm: bool = False,
+                   skip_continuous_prob: float = 0.5):
+    """HART's hybrid tokenizer (``vae.*`` keys, with or without the prefix; ``disc.*`` ignored) →
+    ``HybridTokenizer`` (eval mode). ``ch_mult``, V, C, ch and the φ count are inferred from the tensors.
+
+    Args:
+        scales: the token-map sides; the 1024 px release uses (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64).
+    """
+    from artok.tokenizers.hybrid import HybridTokenizer
+
+    sd = load_state_dict(state_dict, prefix="vae.")
+    sd = {k: v for k, v in sd.items() if not k.startswith("disc.")}
+    config = tokenizer_config_from_var_keys(sd, scales=scales, kind="hybrid", quant_resi=quant_resi, beta=beta,
+                                            using_znorm=using_znorm)
+    config = config.replace(quantizer=config.quantizer.replace(skip_continuous_prob=skip_continuous_prob))
+    with build_on(sd):
+        model = HybridTokenizer(config)
+    load_with_fills(model, var_keys_to_artok(sd, config), source=_source_name(state_dict))
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Diffusion head
+# ---------------------------------------------------------------------------------------------------------
+
+def diffusion_head_config(sd: StateDict, *, num_sampling_steps: int = 8, latent_scale: float = 0.6,
+                          num_train_timesteps: int = 1000) -> DiffusionHeadConfig:
+    """The ``DiffusionHeadConfig`` of ``net.*`` keys (shapes only)."""
+    what = "HART diffusion head"
+    width, channels = require(sd, "net.input_proj.weight", what).shape
+    condition_dim = require(sd, "net.cond_embed.weight", what).shape[1]
+    depth = count_indexed(sd, r"^net\.res_blocks\.(\d+)\.")
+    freq = require(sd, "net.time_embed.mlp.0.weight", what).shape[1]
+    if freq != 256:
+        raise CheckpointError(f"the time embedding takes {freq} frequencies; HART's takes 256")
+    return DiffusionHeadConfig(latent_channels=channels, condition_dim=condition_dim, width=width, depth=depth,
+                               num_train_timesteps=num_train_timesteps, num_sampling_steps=num_sampling_steps,
+                               latent_scale=latent_scale)
+
+
+def hart_diffusion_head(state_dict, *, num_sampling_steps: int = 8, latent_scale: float = 0.6):
+    """HART's ``DiffLoss`` (``diffloss.net.*`` keys as in the ``llm/`` checkpoint, or bare ``net.*``) →
+    ``DiffusionHead`` (eval mode). Width, depth and channels are inferred."""
+    from artok.models.diffusion_head import DiffusionHead
+
+    sd = load_state_dict(state_dict, prefix="diffloss.")
+    sd = {k: v for k, v in sd.items() if k.startswith("net.")}
+    config = diffusion_head_config(sd, num_sampling_steps=num_sampling_steps, latent_scale=latent_scale)
+    with build_on(sd):
+        model = DiffusionHead(config)
+    load_strict(model, sd, source=_source_name(state_dict), assign=any(v.is_meta for v in sd.values()))
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Transformer
+# ---------------------------------------------------------------------------------------------------------
+
+def official_key_to_artok(key: str) -> str:
+    """The artok name of an official ``HARTForT2I`` key."""
+    for rx, replacement in _KEY_MAP:
+        if rx.match(key):
+            return rx.sub(replacement, key)
+    return key
+
+
+def hart_transformer_config(sd: StateDict, *, scales, num_heads: int | None = None, adaln_pooling: str = "max",
+                            class_dropout: float = 0.1, norm_eps: float = 1e-6, num_sampling_steps: int = 8,
+                            diffusion_batch_mul: int = 4, max_context_tokens: int | None = None) -> HartConfig:
+    """The ``HartConfig`` of an official ``HARTForT2I`` state dict (shapes only, so ``meta`` tensors work).
+
+    Inferred: depth, width, codebook size, latent channels, context width, SwiGLU width, AdaLN variant
+    (``ada_lin`` → pooled, ``scale_shift_table`` → shared table, neither → none), cosine attention
+    (``scale_mul_1H11``, which also gives the head count), context norm, the context length T (from
+    ``lvl_1L``) and the diffusion head. Without ``scale_mul_1H11`` the head count must be given or is
+    embed_dim / 64 (the head size of every VAR/HART release).
+    """
+    scales = tuple(int(s) for s in scales)
+    D, C = require(sd, "word_embed.weight", TRANSFORMER).shape
+    context_dim = require(sd, "context_embed.weight", TRANSFORMER).shape[1]
+    V = require(sd, "head.weight", TRANSFORMER).shape[0]
+    depth = count_indexed(sd, r"^blocks\.(\d+)\.")
+    if depth == 0:
+        raise CheckpointError(f"not a {TRANSFORMER} checkpoint: no 'blocks.*' keys")
+    if "blocks.0.attn.mat_qkv.weight" in sd or "blocks.0.ffn.fc1.weight" in sd:
+        raise CheckpointError("this checkpoint has HART's 'gpt2' blocks (LayerNorm, GELU MLP, absolute positions); "
+                              "artok implements the released Llama blocks (attn_type='llama', mlp_type='llama')")
+    K = require(sd, "lvl_embed.weight", TRANSFORMER).shape[0]
+    L = sum(s * s for s in scales)
+    if K != len(scales):
+        raise CheckpointError(f"the checkpoint was trained on {K} scales, but scales={scales} has {len(scales)}; "
+                              "pass its schedule, e.g. (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64) for 1024 px")
+    if "lvl_1L" in sd:
+        T = sd["lvl_1L"].shape[-1] - L + 1
+        if T < 1 or (max_context_tokens is not None and max_context_tokens != T):
+            raise CheckpointError(f"lvl_1L has {sd['lvl_1L'].shape[-1]} positions, which does not fit L = {L} "
+                                  f"tokens of scales {scales} plus {max_context_tokens or 'some'} context tokens")
+    else:
+        T = max_context_tokens if max_context_tokens is not None else 300
+    l2 = "blocks.0.attn.scale_mul_1H11" in sd
+    if l2:
+        heads = sd["blocks.0.attn.scale_mul_1H11"].shape[1]
+        if num_heads is not None and num_heads != heads:
+            raise CheckpointError(f"num_heads={num_heads} given, but scale_mul_1H11 has {heads} heads")
+    else:
+        heads = num_heads if num_heads is not None else D // 64
+    if "blocks.0.ada_lin.1.weight" in sd:
+        adaln = "pooled"
+    elif "blocks.0.scale_shift_table" in sd:
+        adaln = "shared_table"
+    else:
+        adaln = "none"
+    hidden = require(sd, "blocks.0.ffn.gate_proj.weight", TRANSFORMER).shape[0]
+    mlp_ratio = 4.0
+    if int((D * mlp_ratio * 2) / 3 + 255) // 256 * 256 != hidden:
+        mlp_ratio = hidden * 3 / (2 * D)
+    diff = {k[len("diffloss."):]: v for k, v in sd.items() if k.startswith("diffloss.")}
+    head_cfg = diffusion_head_config(diff, num_sampling_steps=num_sampling_steps)
+    return HartConfig(
+        codebook_size=V, latent_channels=C, scales=scales, depth=depth, embed_dim=D, num_heads=heads,
+        mlp_ratio=mlp_ratio, norm_eps=norm_eps, context_dim=context_dim, max_context_tokens=T,
+        context_norm="context_norm.weight" in sd, num_classes=0, adaln=adaln, adaln_pooling=adaln_pooling,
+        attention_l2_norm=l2, class_dropout=class_dropout, diffusion_batch_mul=diffusion_batch_mul,
+        diffusion_head=head_cfg,
+    )
+
+
+def hart_keys_to_artok(sd: StateDict, config: HartConfig) -> dict[str, torch.Tensor]:
+    """Rename an official ``HARTForT2I`` state dict to artok keys, checking and dropping the derived
+    buffers (``lvl_1L`` must hold the levels of ``config.scales`` after T context zeros)."""
+    out = {}
+    for key, value in sd.items():
+        if any(rx.match(key) for rx in _DERIVED):
+            if key == "lvl_1L" and not value.is_meta:
+                T, K = config.max_context_tokens, len(config.scales)
+                want = torch.cat([torch.zeros(T, dtype=torch.long)] +
+                                 [torch.full((config.scales[k] ** 2,), k, dtype=torch.long) for k in range(1, K)])
+                if not torch.equal(value.reshape(-1).long().cpu(), want):
+                    raise CheckpointError(f"lvl_1L does not hold the levels of scales {config.scales} after "
+                                          f"{T} context tokens")
+            continue
+        out[official_key_to_artok(key)] = value
+    return out
+
+
+def hart_transformer(state_dict, *, scales, num_heads: int | None = None, adaln_pooling: str = "max",
+                     class_dropout: float = 0.1, norm_eps: float = 1e-6, num_sampling_steps: int = 8,
+                     diffusion_batch_mul: int = 4):
+    """Official ``HARTForT2I`` (the ``llm/`` folder, with ``diffloss.*`` inside) → ``HartTransformer``
+    (eval mode). See ``hart_transformer_config`` for what is inferred.
+
+    Args:
+        scales: the checkpoint's schedule; the 1024 px release uses (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36,
+            48, 64).
+        num_heads: needed only without cosine attention (no ``scale_mul_1H11``); default embed_dim / 64.
+        adaln_pooling: HART's ``sep_aln_pooling_mode`` ("max" as released, or "mean").
+    """
+    from artok.models.hart import HartTransformer
+
+    sd = load_state_dict(state_dict)
+    config = hart_transformer_config(sd, scales=scales, num_heads=num_heads, adaln_pooling=adaln_pooling,
+                                     class_dropout=class_dropout, norm_eps=norm_eps,
+                                     num_sampling_steps=num_sampling_steps, diffusion_batch_mul=diffusion_batch_mul)
+    mapped = hart_keys_to_artok(sd, config)
+    with build_on(sd):
+        model = HartTransformer(config)
+    load_strict(model, mapped, source=_source_name(state_dict), assign=any(v.is_meta for v in sd.values()))
+    return model.eval()
