@@ -114,3 +114,19 @@ def test_bad_fine_mask_shape_is_reported():
     enc = MixedScaleViTEncoder(**VIT)
     with pytest.raises(ValueError, match="2x4x4"):
         enc(images(), fine_mask=torch.ones(2, 3, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("quantizer", ["msrq", "hybrid"])
+def test_tokenizers_report_the_compute_target_loss_and_token_counts(quantizer):
+    from artok.config import MixedScaleEncoderConfig, QuantizerConfig, TokenizerConfig
+    from artok.tokenizers import Tokenizer
+    from artok.tokenizers.hybrid import HybridTokenizer
+
+    cfg = TokenizerConfig(image_size=32, latent_channels=8,
+                          encoder=MixedScaleEncoderConfig(patch_size=8, width=32, depth=1, num_heads=2),
+                          quantizer=QuantizerConfig(kind=quantizer, codebook_size=64, scales=(1, 2, 4),
+                                                    share_quant_resi=3))
+    tok = (HybridTokenizer if quantizer == "hybrid" else Tokenizer)(cfg)
+    out = tok(images())
+    assert {"gate_compute", "commitment"} <= set(out.losses)
+    assert {"encoder_attention_tokens", "encoder_fine_fraction"} <= set(out.stats)

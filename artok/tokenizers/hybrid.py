@@ -86,4 +86,5 @@ class HybridTokenizer(Tokenizer):
         f = self.encode(images)
         q = self.quantizer(f, skip_continuous_prob=skip_continuous_prob)
         rec = self.decoder(self.post_quant_conv(q.quantized))
-        return TokenizerOutput(reconstruction=rec, quantized=q.quantized, ids=q.ids, losses=q.losses, stats=q.stats)
+        losses, stats = self.encoder_extras(q.losses, q.stats)
+        return TokenizerOutput(reconstruction=rec, quantized=q.quantized, ids=q.ids, losses=losses, stats=stats)
