@@ -1,0 +1,132 @@
+"""Generator training from encoded shards: learning, exact resume, data checks, progressive scales, export."""
+import numpy as np
+import pytest
+import torch
+
+import artok
+from artok import build_tokenizer
+from artok.config import ConfigError, GeneratorTrainConfig
+from artok.data.encode import encode_dataset
+from artok.data.tokens import TokenDataset
+from artok.training.generator_trainer import TokenTrainingSet, active_scales, train_generator
+
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self, n=32, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.rand(n, 3, 32, 32, generator=g) * 2 - 1
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], i % 4
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    tok = build_tokenizer("tiny-var-vqvae").eval()
+    torch.nn.init.normal_(tok.quantizer.codebook.embedding.weight)  # spread codes so ids carry information
+    tok.save_pretrained(root / "tok")
+    encode_dataset(tok, Images(), root / "tokens", image_size=32, shard_size=16, batch_size=8, progress=False)
+    encode_dataset(tok, Images(n=8), root / "tokens_hflip", image_size=32, augment="hflip", progress=False)
+    return root
+
+
+def config(root, out, **train):
+    train = {"out_dir": str(out), "max_steps": 4, "batch_size": 8, "lr": 2e-2, "warmup_steps": 0,
+             "log_every": 2, "sample_every": 1000, "save_every": 2, "trackers": ["none"], "ema_decay": 0.9, **train}
+    return GeneratorTrainConfig.from_dict({
+        "generator": "tiny-var", "tokenizer": str(root / "tok"), "data": {"tokens": str(root / "tokens"),
+                                                                           "num_workers": 0},
+        "train": train, "recipe": {"sample_classes": [0, 1], "samples_per_class": 1, "scale_lr": False}})
+
+
+def weights(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_loss_falls_and_pipeline_is_exported(encoded, tmp_path):
+    result = train_generator(config(encoded, tmp_path / "run", max_steps=30, log_every=5, save_every=30),
+                             progress=False)
+    losses = [r["loss"] for r in (__import__("json").loads(l) for l in
+                                  (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert (tmp_path / "run" / "loss_curves.png").exists()
+    assert (tmp_path / "run" / "samples" / "step_0000030.png").exists()
+    pipe = artok.from_pretrained(tmp_path / "run" / "pipeline")
+    assert isinstance(pipe, artok.Pipeline)
+    ema = result.ema.shadow.state_dict()
+    assert all(torch.equal(v, ema[k]) for k, v in pipe.generator.state_dict().items()), "export holds EMA weights"
+
+
+def test_resumed_run_ends_identical_to_uninterrupted(encoded, tmp_path, monkeypatch):
+    """A run killed after its step-2 checkpoint, started again, ends bit-identical to one never stopped."""
+    import artok.training.generator_trainer as trainer
+
+    straight = train_generator(config(encoded, tmp_path / "a", max_steps=4), progress=False)
+    real_step, calls = trainer.generator_step, []
+
+    def killed_at_third_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "generator_step", killed_at_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(config(encoded, tmp_path / "b", max_steps=4), progress=False)
+    monkeypatch.setattr(trainer, "generator_step", real_step)
+    resumed = train_generator(config(encoded, tmp_path / "b", max_steps=4), progress=False)
+    assert resumed.step == 4
+    a, b = weights(straight.generator), weights(resumed.generator)
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    a, b = weights(straight.ema.shadow), weights(resumed.ema.shadow)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tokens_from_another_tokenizer_are_refused(encoded, tmp_path):
+    other = build_tokenizer("tiny-var-vqvae")
+    other.save_pretrained(tmp_path / "other")
+    cfg = config(encoded, tmp_path / "run").replace(tokenizer=str(tmp_path / "other"))
+    with pytest.raises(ConfigError, match="different tokenizer weights"):
+        train_generator(cfg, progress=False)
+
+
+def test_labels_beyond_num_classes_are_refused(encoded, tmp_path):
+    cfg = config(encoded, tmp_path / "run")
+    cfg = cfg.replace(generator=cfg.generator.replace(num_classes=3),
+                      recipe=cfg.recipe.replace(sample_classes=(0,)))
+    with pytest.raises(ConfigError, match="labels up to 3.*num_classes=3"):
+        train_generator(cfg, progress=False)
+
+
+def test_missing_tokenizer_or_data():
+    with pytest.raises(ConfigError, match="tokenizer"):
+        GeneratorTrainConfig().check_runnable()
+    with pytest.raises(ConfigError, match="progressive"):
+        GeneratorTrainConfig.from_dict({"generator": "tiny-var", "recipe": {"progressive_start": 9,
+                                                                            "progressive_steps": 10}})
+
+
+def test_random_view_per_image_per_epoch(encoded):
+    tokens = TokenDataset(encoded / "tokens_hflip")
+    assert len(tokens) == 16
+    ds = TokenTrainingSet(tokens, seed=0, views="random")
+    assert len(ds) == 8 and ds.counts.tolist() == [2] * 8
+    all_views = TokenTrainingSet(tokens, views="all")
+    assert len(all_views) == 16
+    # over many epochs each image shows both of its views, and the label always belongs to that image
+    seen = {(ds.starts[3] + v) for v in range(2)}
+    picks = {int(ds.starts[3]) + int(torch.equal(torch.cat(ds[(3, e)]["ids"]), torch.cat(tokens[int(ds.starts[3]) + 1].ids)))
+             for e in range(20)}
+    assert picks == {int(s) for s in seen}
+    assert all(ds[(3, e)]["label"] == 3 for e in range(5))
+
+
+def test_progressive_schedule():
+    steps = [active_scales(s, num_scales=4, start=2, steps=30) for s in range(0, 40, 5)]
+    assert steps[0] == 2 and steps[-1] == 4 and steps == sorted(steps)
+    assert active_scales(100, num_scales=4, start=0, steps=0) == 4
