@@ -130,3 +130,21 @@ def test_progressive_schedule():
     steps = [active_scales(s, num_scales=4, start=2, steps=30) for s in range(0, 40, 5)]
     assert steps[0] == 2 and steps[-1] == 4 and steps == sorted(steps)
     assert active_scales(100, num_scales=4, start=0, steps=0) == 4
+
+
+def test_shipped_training_configs_load():
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    root = Path(__file__).parent.parent / "configs"
+    paths = sorted((root / "train").glob("var-*.yaml")) + [root / "tiny" / "train-var-generator.yaml"]
+    assert len(paths) >= 5
+    for path in paths:
+        cfg = GeneratorTrainConfig.from_yaml(path)
+        cfg.check_runnable()
+        assert cfg.train.betas == (0.9, 0.95) and cfg.train.weight_decay in (0.0, 0.05)
+    fsdp = load_config_from_file(str(root / "accelerate" / "fsdp.yaml"))
+    assert fsdp.distributed_type == "FSDP"
+    from artok.models import blocks
+    assert hasattr(blocks, fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])

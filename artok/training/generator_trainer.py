@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +173,7 @@ class GeneratorTrainResult:
     out_dir: Path
     export_dir: Path
     final_loss: float | None = None
-    logs: dict = field(default_factory=dict)
+    main_process: bool = True
     generator: torch.nn.Module | None = None
     ema: EMA | None = None
 
@@ -203,6 +203,9 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(out / "config.yaml")
 
+    if t.ema_decay is not None and accelerator.distributed_type.name == "FSDP":
+        raise ConfigError("train.ema_decay: an EMA copy of an FSDP-sharded generator would hold the full model on "
+                          "every process; set train.ema_decay: null with FSDP")
     tok = load_tokenizer(cfg.tokenizer, accelerator.device)
     set_seed(t.seed)
     generator_model = build_generator(cfg.generator)
@@ -312,7 +315,7 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return GeneratorTrainResult(step=state.step, out_dir=out, export_dir=out / EXPORT_DIR, final_loss=last_loss,
-                                generator=generator_model, ema=ema)
+                                main_process=main, generator=generator_model, ema=ema)
 
 
 def _training_loader(cfg: GeneratorTrainConfig, tok, accelerator, *, start: int) -> tuple[DataLoader, int]:

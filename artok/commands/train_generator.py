@@ -1,0 +1,73 @@
+"""``artok train generator``: train the next-scale transformer on token shards (or images), one process or
+several (``--num-processes N`` re-runs the command under ``accelerate launch``)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def run_generator(args) -> int:
+    from artok.commands.train import _without, accelerate_command
+    from artok.config import GeneratorTrainConfig
+    from artok.training.args import parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    cfg = GeneratorTrainConfig.from_yaml(args.config) if args.config else None
+    data = cfg.to_dict() if cfg is not None else {"generator": args.generator or "tiny-var"}
+    if args.generator and cfg is not None:
+        from artok.registry import generator_config
+
+        data["generator"] = generator_config(args.generator).to_dict()
+    if args.tokenizer:
+        data["tokenizer"] = args.tokenizer
+    if args.tokens:
+        data.setdefault("data", {})["tokens"] = args.tokens
+    if args.data:
+        from artok.data import data_config_from_spec
+
+        data.setdefault("data", {})["images"] = data_config_from_spec(args.data).to_dict()
+    for flag, key in ((args.out_dir, "out_dir"), (args.mixed_precision, "mixed_precision")):
+        if flag:
+            data.setdefault("train", {})[key] = flag
+    cfg = GeneratorTrainConfig.from_dict(data)
+    if overrides:
+        cfg = cfg.override(overrides)
+    cfg.check_runnable()
+    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        argv = _without(sys.argv[1:], "--num-processes")
+        return subprocess.call(accelerate_command(args.num_processes, cfg.train.mixed_precision, argv))
+    if args.dry_run:
+        print(cfg.to_yaml(), end="")
+        return 0
+    from artok.training.generator_trainer import train_generator
+
+    result = train_generator(cfg, progress=not args.no_progress)
+    if result.main_process:
+        print(json.dumps(result.summary(), indent=2))
+    return 0
+
+
+def register_generator(targets, formatter_class) -> None:
+    p = targets.add_parser(
+        "generator", formatter_class=formatter_class, help="train a next-scale (VAR) or raster generator",
+        description="Train a generator on token ids. Arguments after the options are dotted overrides, e.g. "
+                    "--train.max_steps=20000 --recipe.label_smoothing=0.1 --generator.depth=20. The run resumes "
+                    "automatically from train.out_dir/checkpoints and exports train.out_dir/pipeline.",
+        epilog="examples:\n"
+               "  artok train generator --generator tiny-var --tokenizer runs/tok/tokenizer --tokens tokens/shapes "
+               "--out-dir runs/gen\n"
+               "  artok train generator --config configs/train/var_d16.yaml --num-processes 8 --mixed-precision bf16")
+    p.add_argument("--config", help="training YAML (configs/train/var_*.yaml, configs/tiny/train_var_generator.yaml)")
+    p.add_argument("--generator", help="generator preset (var-d16, ..., tiny-var); replaces the config's")
+    p.add_argument("--tokenizer", help="tokenizer (or pipeline) checkpoint whose ids the generator models")
+    p.add_argument("--tokens", help="token shards written by artok encode (data.tokens)")
+    p.add_argument("--data", help="images to tokenize on the fly when there are no shards (data.images): a folder, "
+                                  "tar shards, hf:NAME, or procedural, fashion-mnist, skimage")
+    p.add_argument("--out-dir", help="shortcut for train.out_dir")
+    p.add_argument("--num-processes", type=int, default=1, help="processes to launch with accelerate")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="shortcut for train.mixed_precision")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_generator, overrides=[])
