@@ -1,0 +1,247 @@
+"""Built-in datasets that work offline, for demos, tests and CPU benchmarks.
+
+- ``FashionMNIST``: the real labelled dataset, read from Debian's ``dataset-fashion-mnist`` package
+  (``/usr/share/datasets/fashion-mnist``), a folder you name, or torchvision's download when online.
+- ``SkimagePhotos``: random crops of the photos bundled with scikit-image (optional dependency); the label
+  is the photo.
+- ``ProceduralShapes``: ten classes of anti-aliased shapes and textures on gradient backgrounds, drawn
+  from the sample index alone; needs nothing.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
+
+from artok.data.images import load_image
+
+# ---------------------------------------------------------------------------------------------------------
+# Fashion-MNIST
+# ---------------------------------------------------------------------------------------------------------
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+_FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format), gzipped or not → uint8 array."""
+    data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    magic, = struct.unpack(">I", data[:4])
+    if magic >> 8 != 0x08:  # 0x08 = unsigned byte
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic {magic:#x})")
+    ndim = magic & 0xFF
+    shape = struct.unpack(f">{ndim}I", data[4: 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_fashion_file(folders: list[Path], stem: str) -> Path | None:
+    for folder in folders:
+        for candidate in (folder / f"{stem}.gz", folder / stem, folder / "FashionMNIST" / "raw" / f"{stem}.gz",
+                          folder / "FashionMNIST" / "raw" / stem):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def fashion_mnist_available(path: str | Path | None = None) -> bool:
+    folders = ([Path(path)] if path else []) + [DEBIAN_FASHION_MNIST]
+    return all(_find_fashion_file(folders, stem) for stem in _FASHION_FILES["train"])
+
+
+class FashionMNIST(Dataset):
+    """Fashion-MNIST (Xiao et al., 2017): 28×28 grayscale clothes in 10 classes, returned as RGB.
+
+    Looks in ``path``, then in Debian's package folder; when neither has the files and ``download`` is
+    true, torchvision downloads them into ``path`` (default ``~/.cache/artok/fashion-mnist``).
+    """
+
+    classes = FASHION_MNIST_CLASSES
+
+    def __init__(self, path: str | Path | None = None, *, split: str = "train", download: bool = True) -> None:
+        if split not in _FASHION_FILES:
+            raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', got '{split}'")
+        folders = ([Path(path).expanduser()] if path else []) + [DEBIAN_FASHION_MNIST]
+        image_stem, label_stem = _FASHION_FILES[split]
+        images, labels = _find_fashion_file(folders, image_stem), _find_fashion_file(folders, label_stem)
+        if images is None or labels is None:
+            if not download:
+                raise FileNotFoundError(self._missing_message(folders))
+            root = Path(path).expanduser() if path else Path.home() / ".cache" / "artok" / "fashion-mnist"
+            try:
+                import torchvision
+
+                torchvision.datasets.FashionMNIST(str(root), train=split == "train", download=True)
+            except Exception as e:
+                raise FileNotFoundError(f"{self._missing_message(folders)}; downloading with torchvision into "
+                                        f"{root} failed too ({type(e).__name__}: {e})") from None
+            images, labels = _find_fashion_file([root], image_stem), _find_fashion_file([root], label_stem)
+        self.images, self.labels = _read_idx(images), _read_idx(labels).astype(np.int64)
+        self.source = str(images.parent)
+
+    @staticmethod
+    def _missing_message(folders: list[Path]) -> str:
+        return (f"Fashion-MNIST files not found in {', '.join(map(str, folders))}: install Debian's package "
+                f"(`apt-get install dataset-fashion-mnist`), or pass a folder holding "
+                f"train-images-idx3-ubyte.gz, or let torchvision download it on a machine with internet")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index], mode="L").convert("RGB"), int(self.labels[index])
+
+    def name(self, index: int) -> str:
+        return f"fashion-mnist[{index}]"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# scikit-image's bundled photos, as random crops
+# ---------------------------------------------------------------------------------------------------------
+
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
+                  "motorcycle_left.png", "retina.jpg", "rocket.jpg", "camera.png", "coins.png", "moon.png",
+                  "brick.png", "grass.png", "gravel.png")
+
+
+def skimage_data_dir() -> Path:
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the 'skimage' dataset needs scikit-image: pip install scikit-image "
+                                  "(or pip install 'artok[data]')")
+    return Path(spec.origin).parent / "data"
+
+
+class SkimagePhotos(Dataset):
+    """``num_samples`` square crops of scikit-image's bundled photos; label = photo index.
+
+    Crop i is drawn from the generator seeded with (seed, i): a photo, a side between ``min_side`` and the
+    photo's shorter side, and a position. The same index always gives the same crop.
+    """
+
+    def __init__(self, *, num_samples: int = 10000, min_side: int = 32, seed: int = 0) -> None:
+        folder = skimage_data_dir()
+        self.photos, self.classes = [], []
+        for name in SKIMAGE_PHOTOS:
+            if (folder / name).is_file():
+                self.photos.append(load_image(folder / name))
+                self.classes.append(name.split(".")[0])
+        if not self.photos:
+            raise FileNotFoundError(f"no bundled photos found in {folder}")
+        self.num_samples, self.min_side, self.seed = num_samples, min_side, seed
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        rng = np.random.default_rng((self.seed, index))
+        label = int(rng.integers(len(self.photos)))
+        photo = self.photos[label]
+        w, h = photo.size
+        side = int(rng.integers(min(self.min_side, w, h), min(w, h) + 1))
+        left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        return photo.crop((left, top, left + side, top + side)), label
+
+    def name(self, index: int) -> str:
+        return f"skimage[{index}]"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Procedural shapes
+# ---------------------------------------------------------------------------------------------------------
+
+PROCEDURAL_CLASSES = ("circle", "square", "triangle", "ring", "cross", "horizontal stripes", "vertical stripes",
+                      "checkerboard", "diagonal stripes", "diamond")
+SUPERSAMPLING = 4  # drawn at 4× and downsampled with a Lanczos filter for anti-aliased edges
+
+
+def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    return tuple(int(c) for c in rng.integers(0, 256, 3))
+
+
+def _contrasting(rng: np.random.Generator, background: np.ndarray) -> tuple[int, int, int]:
+    for _ in range(16):
+        colour = _colour(rng)
+        if np.abs(np.array(colour) - background).sum() > 200:
+            return colour
+    return tuple(int(255 - c) for c in background)
+
+
+def _gradient(size: int, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
+    a, b = np.array(_colour(rng), float), np.array(_colour(rng), float)
+    b = a + (b - a) * 0.5  # a gentle gradient: the shape stays the subject
+    angle = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    t = (np.cos(angle) * xs + np.sin(angle) * ys)
+    t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
+    array = a[None, None] * (1 - t[..., None]) + b[None, None] * t[..., None]
+    return Image.fromarray(array.round().astype(np.uint8), "RGB"), (a + b) / 2
+
+
+def draw_shape(label: int, size: int, rng: np.random.Generator) -> Image.Image:
+    """One procedural image of class ``label`` at ``size`` × ``size`` pixels."""
+    big = size * SUPERSAMPLING
+    image, mean_bg = _gradient(big, rng)
+    draw = ImageDraw.Draw(image)
+    fg = _contrasting(rng, mean_bg)
+    r = rng.uniform(0.22, 0.4) * big
+    cx, cy = rng.uniform(r, big - r), rng.uniform(r, big - r)
+    name = PROCEDURAL_CLASSES[label]
+    if name == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fg)
+    elif name == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fg)
+    elif name == "triangle":
+        draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], fill=fg)
+    elif name == "ring":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=fg, width=max(1, int(r * 0.3)))
+    elif name == "cross":
+        t = r * 0.3
+        draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fg)
+        draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fg)
+    elif name == "diamond":
+        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fg)
+    else:
+        period = big / rng.uniform(3, 6)
+        ys, xs = np.mgrid[0:big, 0:big]
+        offset = rng.uniform(0, period)
+        if name == "horizontal stripes":
+            mask = ((ys + offset) // (period / 2)) % 2 == 0
+        elif name == "vertical stripes":
+            mask = ((xs + offset) // (period / 2)) % 2 == 0
+        elif name == "diagonal stripes":
+            mask = ((xs + ys + offset) // (period / 2 * 1.41)) % 2 == 0
+        else:  # checkerboard
+            mask = (((xs + offset) // (period / 2)) + ((ys + offset) // (period / 2))) % 2 == 0
+        array = np.asarray(image).copy()
+        array[mask] = fg
+        image = Image.fromarray(array, "RGB")
+    return image.resize((size, size), Image.LANCZOS)
+
+
+class ProceduralShapes(Dataset):
+    """``num_samples`` labelled images of ten shape and texture classes; sample i depends on (seed, i) only."""
+
+    classes = PROCEDURAL_CLASSES
+
+    def __init__(self, *, num_samples: int = 10000, image_size: int = 32, seed: int = 0) -> None:
+        self.num_samples, self.image_size, self.seed = num_samples, image_size, seed
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} outside the {self.num_samples} procedural samples")
+        label = index % len(PROCEDURAL_CLASSES)
+        return draw_shape(label, self.image_size, np.random.default_rng((self.seed, index))), label
+
+    def name(self, index: int) -> str:
+        return f"procedural[{index}]"

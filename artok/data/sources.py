@@ -1,0 +1,211 @@
+"""Image datasets on disk: image folders, Hugging Face ``datasets``, and WebDataset tar shards.
+
+Each returns ``(PIL RGB image, label)`` from ``__getitem__`` and raises ``BadImageError`` for a sample
+that cannot be decoded; ``name(i)`` says which file that was. Decoding goes through ``load_image``, so
+every source handles CMYK, 16-bit, grayscale, palette and RGBA files the same way.
+"""
+from __future__ import annotations
+
+import glob
+import re
+import tarfile
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from artok.data.images import IMAGE_EXTENSIONS, BadImageError, is_image_file, load_image
+
+# ---------------------------------------------------------------------------------------------------------
+# Image folders
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ImageFolder(Dataset):
+    """Every image file under ``root``, recursively, in sorted order. Files directly in first-level
+    sub-folders and deeper take that sub-folder as their class (sorted names → 0, 1, ...); files at the top
+    level get label 0 when there are no sub-folders."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist or is not a directory")
+        self.files = sorted(p for p in self.root.rglob("*") if p.is_file() and is_image_file(p))
+        if not self.files:
+            raise FileNotFoundError(f"no image files under {self.root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        top = sorted({p.relative_to(self.root).parts[0] for p in self.files if len(p.relative_to(self.root).parts) > 1})
+        self.classes = top
+        index = {name: i for i, name in enumerate(top)}
+        self.labels = [index.get(p.relative_to(self.root).parts[0], 0) if len(p.relative_to(self.root).parts) > 1
+                       else 0 for p in self.files]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return load_image(self.files[index]), self.labels[index]
+
+    def name(self, index: int) -> str:
+        return str(self.files[index])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hugging Face datasets
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _load_hf(path: str, split: str):
+    try:
+        import datasets
+    except ImportError:
+        raise ModuleNotFoundError("data.source 'hf' needs the datasets package: pip install datasets "
+                                  "(or pip install 'artok[data]')") from None
+    local = Path(path).expanduser()
+    if local.is_dir() and any((local / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        data = datasets.load_from_disk(str(local))
+        if isinstance(data, datasets.DatasetDict):
+            if split not in data:
+                raise ValueError(f"{local} has splits {', '.join(data)}, not '{split}'")
+            data = data[split]
+        return data
+    return datasets.load_dataset(path, split=split)
+
+
+class HFImageDataset(Dataset):
+    """A Hugging Face dataset with an image column (``image_key``) and an optional integer label column.
+
+    The image column is read undecoded (``datasets.Image(decode=False)``) and decoded by ``load_image``, so
+    a corrupt row is reported and skipped instead of raising inside ``datasets``.
+    """
+
+    def __init__(self, path: str, *, split: str = "train", image_key: str = "image", label_key: str = "label") -> None:
+        import datasets
+
+        data = _load_hf(path, split)
+        if image_key not in data.column_names:
+            raise ValueError(f"dataset {path} has no column '{image_key}' (columns: {', '.join(data.column_names)}); "
+                             f"set data.image_key")
+        if isinstance(data.features[image_key], datasets.Image):
+            data = data.cast_column(image_key, datasets.Image(decode=False))
+        self.data, self.path, self.image_key = data, path, image_key
+        self.label_key = label_key if label_key in data.column_names else None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        row = self.data[index]
+        value, name = row[self.image_key], self.name(index)
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, dict) and value.get("bytes"):
+            image = load_image(value["bytes"], name=name)
+        elif isinstance(value, dict) and value.get("path"):
+            image = load_image(value["path"], name=name)
+        elif isinstance(value, (bytes, bytearray)):
+            image = load_image(value, name=name)
+        elif isinstance(value, str):
+            image = load_image(value, name=name)
+        else:
+            raise BadImageError(f"{name}: unsupported image value of type {type(value).__name__}")
+        if image.mode != "RGB":
+            from artok.data.images import to_rgb
+
+            image = to_rgb(image)
+        label = int(row[self.label_key]) if self.label_key is not None and row[self.label_key] is not None else 0
+        return image, label
+
+    def name(self, index: int) -> str:
+        return f"{self.path}[{index}]"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# WebDataset tar shards
+# ---------------------------------------------------------------------------------------------------------
+
+
+def expand_shards(pattern: str) -> list[str]:
+    """``a/{000..002}.tar`` → three paths; globs are expanded too; the result is sorted and must exist."""
+    def braces(text: str) -> list[str]:
+        m = re.search(r"\{(\d+)\.\.(\d+)\}", text)
+        if m is None:
+            return [text]
+        lo, hi, width = int(m.group(1)), int(m.group(2)), len(m.group(1))
+        return [p for i in range(lo, hi + 1) for p in braces(text[:m.start()] + str(i).zfill(width) + text[m.end():])]
+
+    paths = []
+    for part in braces(pattern):
+        matches = sorted(glob.glob(str(Path(part).expanduser()))) if any(c in part for c in "*?[") else [part]
+        paths += matches
+    missing = [p for p in paths if not Path(p).expanduser().is_file()]
+    if not paths or missing:
+        raise FileNotFoundError(f"tar shards '{pattern}': {'no file matches' if not paths else 'missing ' + ', '.join(missing[:5])}")
+    return [str(Path(p).expanduser()) for p in paths]
+
+
+class TarShards(Dataset):
+    """Samples of WebDataset tar shards, read by random access.
+
+    A sample is the group of members sharing a key (the member path up to the first dot of its file
+    name); its image is the first member with an image extension, its label the integer in its ``.cls``
+    (or ``.<label_key>``) member. The shards are indexed once (tar headers only), then each sample is read
+    with one seek, so shuffling, sharding over processes and exact resumption work as for a folder.
+    """
+
+    def __init__(self, pattern: str, *, label_key: str = "label") -> None:
+        self.shards = expand_shards(pattern)
+        self.samples: list[tuple[int, str, tuple[int, int], tuple[int, int] | None]] = []
+        label_exts = ("cls", label_key)
+        for shard_index, shard in enumerate(self.shards):
+            groups: dict[str, dict[str, tuple[int, int]]] = {}
+            try:
+                with tarfile.open(shard, "r:") as tar:
+                    for member in tar:
+                        if not member.isfile():
+                            continue
+                        directory, _, base = member.name.rpartition("/")
+                        stem, dot, ext = base.partition(".")
+                        if not dot:
+                            continue
+                        key = f"{directory}/{stem}" if directory else stem
+                        groups.setdefault(key, {})[ext.lower()] = (member.offset_data, member.size)
+            except tarfile.TarError as e:
+                raise BadImageError(f"{shard}: not a readable tar file ({e})") from None
+            for key, members in groups.items():
+                image = next((members[e] for e in members if f".{e.rsplit('.', 1)[-1]}" in IMAGE_EXTENSIONS), None)
+                if image is None:
+                    continue
+                label = next((members[e] for e in label_exts if e in members), None)
+                self.samples.append((shard_index, key, image, label))
+        if not self.samples:
+            raise FileNotFoundError(f"no image samples in the tar shards '{pattern}'")
+        self._handles: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _read(self, shard_index: int, where: tuple[int, int]) -> bytes:
+        handle = self._handles.get(shard_index)
+        if handle is None:  # opened lazily, so each DataLoader worker has its own handles
+            handle = self._handles[shard_index] = open(self.shards[shard_index], "rb")
+        handle.seek(where[0])
+        return handle.read(where[1])
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        shard_index, key, image, label = self.samples[index]
+        rgb = load_image(self._read(shard_index, image), name=self.name(index))
+        value = 0
+        if label is not None:
+            text = self._read(shard_index, label).decode("utf-8", "replace").strip()
+            try:
+                value = int(text)
+            except ValueError:
+                raise BadImageError(f"{self.name(index)}: label '{text[:20]}' is not an integer") from None
+        return rgb, value
+
+    def name(self, index: int) -> str:
+        shard_index, key, _, _ = self.samples[index]
+        return f"{self.shards[shard_index]}:{key}"
+
+    def __getstate__(self):
+        return {**self.__dict__, "_handles": {}}  # file handles do not cross process boundaries

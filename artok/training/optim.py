@@ -1,0 +1,54 @@
+"""AdamW with decoupled weight decay on weight matrices only, and warm-up + decay learning-rate schedules."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay conv/linear weights; never biases, norms, codebooks or φ scalars (nanoGPT/timm convention)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_codebook = "codebook" in name or "embedding" in name
+        (decay if p.ndim >= 2 and not is_codebook else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, *, lr: float, betas: tuple[float, float], weight_decay: float = 0.0):
+    groups = parameter_groups(model, weight_decay)
+    if not groups:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters (is everything frozen?)")
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+
+def lr_factor(step: int, *, schedule: str, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.0) -> float:
+    """Multiplier of the base lr after ``step`` optimizer steps: linear warm-up, then constant, cosine or
+    linear decay to ``min_lr_ratio`` at ``max_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    if schedule == "cosine":
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return min_lr_ratio + (1 - min_lr_ratio) * (1 - progress)
+    raise ValueError(f"lr schedule must be constant, cosine or linear, got '{schedule}'")
+
+
+def build_scheduler(optimizer, *, schedule: str, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.0,
+                    ticks_per_step: int = 1) -> LambdaLR:
+    """LambdaLR over optimizer steps. A scheduler prepared by Accelerate is stepped once per process for
+    every optimizer step (it assumes the schedule counts per-process batches), so pass
+    ``ticks_per_step=accelerator.num_processes`` to keep the schedule in optimizer steps."""
+    def factor(tick: int) -> float:
+        return lr_factor(tick // ticks_per_step, schedule=schedule, warmup_steps=warmup_steps, max_steps=max_steps,
+                         min_lr_ratio=min_lr_ratio)
+
+    return LambdaLR(optimizer, factor)

@@ -1,0 +1,229 @@
+"""Training data: robust decoding of odd and broken files, folders, tar shards, HF datasets, built-in
+datasets, deterministic augmentation and the resumable per-process sampler."""
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from artok.config import DataConfig
+from artok.data import (BadImageError, FashionMNIST, ImageFolder, ImageTransform, InfiniteShardedSampler,
+                        ProceduralShapes, TarShards, TrainingSet, build_dataset, collate, data_config_from_spec,
+                        expand_shards, fashion_mnist_available, load_image)
+
+RNG = np.random.default_rng(0)
+PIXELS = RNG.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+
+
+def write_odd_and_broken_files(root):
+    """A folder of good, odd (converted) and broken (skipped) files in two class sub-folders."""
+    (root / "cats").mkdir(parents=True)
+    (root / "dogs" / "deeper").mkdir(parents=True)
+    Image.fromarray(PIXELS).save(root / "cats" / "rgb.jpg")
+    Image.fromarray(PIXELS).convert("CMYK").save(root / "cats" / "cmyk.jpg")
+    Image.fromarray(np.full((24, 30), 65535, np.uint16)).save(root / "cats" / "white16.png")
+    Image.fromarray(PIXELS).convert("L").save(root / "dogs" / "gray.png")
+    rgba = np.dstack([PIXELS, np.zeros((24, 30), np.uint8)])  # fully transparent
+    Image.fromarray(rgba, "RGBA").save(root / "dogs" / "transparent.png")
+    Image.fromarray(PIXELS).convert("P").save(root / "dogs" / "deeper" / "palette.gif")
+    good = (root / "cats" / "rgb.jpg").read_bytes()
+    (root / "dogs" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (root / "dogs" / "empty.png").write_bytes(b"")
+    (root / "cats" / "not_an_image.png").write_text("hello")
+    (root / "cats" / "notes.txt").write_text("ignored: not an image extension")
+    return {"truncated.jpg", "empty.png", "not_an_image.png"}
+
+
+# -- decoding -------------------------------------------------------------------------------------------------
+
+def test_odd_files_are_converted_to_8bit_rgb(tmp_path):
+    write_odd_and_broken_files(tmp_path)
+    cmyk = load_image(tmp_path / "cats" / "cmyk.jpg")
+    assert cmyk.mode == "RGB" and cmyk.size == (30, 24)
+    assert np.abs(np.asarray(cmyk, float) - PIXELS).mean() < 20  # JPEG + CMYK round trip stays close
+    white16 = np.asarray(load_image(tmp_path / "cats" / "white16.png"))
+    assert white16.dtype == np.uint8 and (white16 == 255).all()  # 16-bit full scale → 255, not clipped garbage
+    gray = np.asarray(load_image(tmp_path / "dogs" / "gray.png"))
+    assert gray.shape == (24, 30, 3) and (gray[..., 0] == gray[..., 1]).all()
+    transparent = np.asarray(load_image(tmp_path / "dogs" / "transparent.png"))
+    assert (transparent == 255).all()  # composited on white
+    assert load_image(tmp_path / "dogs" / "deeper" / "palette.gif").mode == "RGB"
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.fromarray(PIXELS)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_image(tmp_path / "rotated.jpg").size == (24, 30)
+
+
+@pytest.mark.parametrize("name, reason", [("truncated.jpg", "truncated"), ("empty.png", "empty"),
+                                          ("not_an_image.png", "cannot identify")])
+def test_broken_files_raise_bad_image_error_naming_the_file(tmp_path, name, reason):
+    write_odd_and_broken_files(tmp_path)
+    path = next(tmp_path.rglob(name))
+    with pytest.raises(BadImageError, match=reason) as info:
+        load_image(path)
+    assert name in str(info.value)
+
+
+# -- folders ----------------------------------------------------------------------------------------------------
+
+def test_image_folder_is_recursive_with_classes_and_skips_bad_files_with_a_report(tmp_path):
+    broken = write_odd_and_broken_files(tmp_path)
+    folder = ImageFolder(tmp_path)
+    assert len(folder) == 9 and folder.classes == ["cats", "dogs"]  # notes.txt is not listed
+    assert {folder.labels[i] for i, p in enumerate(folder.files) if "dogs" in str(p)} == {1}
+    dataset = TrainingSet(folder, ImageTransform(16, crop="random", horizontal_flip=True), seed=0)
+    samples = [dataset[(i, 0)] for i in range(len(dataset))]
+    assert all(s["image"].shape == (3, 16, 16) and s["image"].abs().max() <= 1 for s in samples)
+    reported = {line.split("\t")[0].rsplit("/", 1)[-1] for s in samples for line in s["bad_files"]}
+    assert reported == broken
+    batch = collate(samples)
+    assert batch["images"].shape == (9, 3, 16, 16) and len(batch["bad_files"]) == 3
+
+
+def test_a_source_with_only_broken_files_fails_clearly(tmp_path):
+    for i in range(3):
+        (tmp_path / f"bad{i}.png").write_bytes(b"\x89PNG broken")
+    dataset = TrainingSet(ImageFolder(tmp_path), ImageTransform(16))
+    with pytest.raises(RuntimeError, match="unreadable files in a row"):
+        dataset[(0, 0)]
+
+
+def test_missing_or_empty_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ImageFolder(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no image files"):
+        ImageFolder(tmp_path)
+
+
+# -- tar shards and Hugging Face datasets -------------------------------------------------------------------
+
+def _add(tar, name, data: bytes):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _png(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_webdataset_tar_shards_with_labels_and_a_corrupt_member(tmp_path):
+    for shard in range(2):
+        with tarfile.open(tmp_path / f"shard-{shard:03d}.tar", "w") as tar:
+            for i in range(3):
+                key = f"s{shard}/{i:04d}"
+                _add(tar, f"{key}.png", _png(np.full((8, 8, 3), 40 * i + shard, np.uint8)))
+                _add(tar, f"{key}.cls", str(i + 10 * shard).encode())
+            _add(tar, "s9/bad.jpg", b"\xff\xd8 not a jpeg")
+            _add(tar, "s9/readme.txt", b"no image in this sample")
+    assert len(expand_shards(str(tmp_path / "shard-{000..001}.tar"))) == 2
+    shards = TarShards(str(tmp_path / "shard-{000..001}.tar"))
+    assert len(shards) == 8
+    image, label = shards[1]
+    assert label == 1 and np.asarray(image)[0, 0, 0] == 40
+    assert shards[4][1] == 10  # second shard
+    bad = [i for i in range(len(shards)) if "bad" in shards.name(i)]
+    with pytest.raises(BadImageError, match="bad"):
+        shards[bad[0]]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        expand_shards(str(tmp_path / "shard-{000..004}.tar"))
+
+
+def test_hf_dataset_from_disk_with_a_corrupt_row(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {"image": [{"bytes": _png(np.full((8, 8, 3), 7, np.uint8)), "path": None},
+                      {"bytes": b"garbage", "path": None}], "label": [3, 4]}
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "hf"))
+    config = data_config_from_spec(str(tmp_path / "hf"))
+    assert config.source == "hf"
+    dataset = build_dataset(config, image_size=8, train=False)
+    sample = dataset[(0, 0)]
+    assert sample["label"] == 3 and sample["bad_files"] == []
+    substituted = dataset[(1, 0)]  # the corrupt row is replaced and reported
+    assert len(substituted["bad_files"]) == 1 and "[1]" in substituted["bad_files"][0]
+
+
+# -- built-in datasets ------------------------------------------------------------------------------------------
+
+def test_procedural_dataset_is_deterministic_labelled_and_varied():
+    data = ProceduralShapes(num_samples=40, image_size=32)
+    (a, la), (b, lb) = data[13], data[13]
+    assert la == lb == 3 and np.array_equal(np.asarray(a), np.asarray(b))
+    assert a.size == (32, 32) and a.mode == "RGB"
+    assert [data[i][1] for i in range(10)] == list(range(10))
+    assert not np.array_equal(np.asarray(data[3][0]), np.asarray(data[13][0]))  # same class, new drawing
+    assert np.asarray(a).std() > 10
+
+
+def test_skimage_crops():
+    pytest.importorskip("skimage")
+    dataset = build_dataset(DataConfig(source="skimage", num_samples=5), image_size=32, train=False)
+    assert dataset[(4, 0)]["image"].shape == (3, 32, 32)
+    assert torch.equal(dataset[(4, 0)]["image"], dataset[(4, 0)]["image"])
+
+
+def test_fashion_mnist_when_installed():
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST not on this machine (apt-get install dataset-fashion-mnist)")
+    test = FashionMNIST(split="test")
+    assert len(test) == 10000
+    image, label = test[0]
+    assert image.size == (28, 28) and image.mode == "RGB" and 0 <= label < 10
+    sample = build_dataset(DataConfig(source="fashion-mnist"), image_size=32, train=False, split="test")[(0, 0)]
+    assert sample["image"].shape == (3, 32, 32)
+
+
+def test_fashion_mnist_missing_gives_instructions(tmp_path, monkeypatch):
+    import artok.data.builtin as builtin
+
+    monkeypatch.setattr(builtin, "DEBIAN_FASHION_MNIST", tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        FashionMNIST(tmp_path, download=False)
+
+
+def test_data_spec_resolution(tmp_path):
+    assert data_config_from_spec("procedural").source == "procedural"
+    assert data_config_from_spec("hf:user/images").path == "user/images"
+    assert data_config_from_spec("shards/{000..009}.tar").source == "webdataset"
+    assert data_config_from_spec(str(tmp_path)).source == "folder"
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        data_config_from_spec(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="data.path is required"):
+        build_dataset(DataConfig(source="folder"), image_size=32)
+
+
+# -- augmentation and sampling ------------------------------------------------------------------------------
+
+def test_augmentation_depends_only_on_seed_epoch_and_index():
+    dataset = TrainingSet(ProceduralShapes(num_samples=8, image_size=48),
+                          ImageTransform(32, resize=48, crop="random", horizontal_flip=True), seed=5)
+    assert torch.equal(dataset[(3, 1)]["image"], dataset[(3, 1)]["image"])
+    assert any(not torch.equal(dataset[(i, 0)]["image"], dataset[(i, 1)]["image"]) for i in range(8))
+    center = TrainingSet(ProceduralShapes(num_samples=8, image_size=48), ImageTransform(32, resize=48))
+    assert torch.equal(center[(3, 0)]["image"], center[(3, 7)]["image"])
+
+
+def test_sampler_shards_are_disjoint_equal_and_resume_exactly():
+    shards = [InfiniteShardedSampler(10, num_replicas=3, rank=r, seed=1) for r in range(3)]
+    epoch0 = [s.epoch_indices(0) for s in shards]
+    assert all(len(e) == 3 for e in epoch0)
+    assert len(set(sum(epoch0, []))) == 9  # disjoint; one sample dropped so counts match
+    assert shards[0].epoch_indices(0) != shards[0].epoch_indices(1)  # reshuffled each epoch
+    stream = iter(InfiniteShardedSampler(10, num_replicas=3, rank=1, seed=1))
+    full = [next(stream) for _ in range(8)]
+    assert [k[1] for k in full] == [0, 0, 0, 1, 1, 1, 2, 2]
+    resumed = iter(InfiniteShardedSampler(10, num_replicas=3, rank=1, seed=1, start=5))
+    assert [next(resumed) for _ in range(3)] == full[5:]
+    with pytest.raises(ValueError, match="smaller than"):
+        InfiniteShardedSampler(2, num_replicas=3)
