@@ -87,6 +87,10 @@ def build_tokenizer(name_or_config: str | TokenizerConfig, **overrides: Any):
         cfg = name_or_config.override(overrides) if overrides else name_or_config
     else:
         cfg = tokenizer_config(name_or_config, **overrides)
+    if cfg.quantizer.kind == "hybrid":
+        from artok.tokenizers.hybrid import HybridTokenizer
+
+        return HybridTokenizer(cfg)
     return Tokenizer(cfg)
 
 
@@ -192,5 +196,162 @@ def dump_generator_presets(configs_dir) -> list:
         path = Path(configs_dir) / ("tiny" if name.startswith("tiny-") else "generator") / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# generator preset '{name}': {make.__doc__.splitlines()[0]}\n" + make().to_yaml())
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tokenizers with ViT-family encoders (artok/encoders/vit.py, token_merge.py, mixed_scale.py, quadtree.py,
+# super_token.py): tiny multi-scale tokenizers for CPU tests, one per encoder kind
+# ---------------------------------------------------------------------------------------------------------
+
+from artok.config import (MixedScaleEncoderConfig, QuadtreeEncoderConfig, SuperTokenEncoderConfig,  # noqa: E402
+                          TokenMergeEncoderConfig, ViTEncoderConfig)
+
+_TINY_VIT = dict(patch_size=8, width=32, depth=2, num_heads=2)
+
+
+def _tiny_var_with(encoder) -> TokenizerConfig:
+    return TokenizerConfig(
+        image_size=32, latent_channels=8, encoder=encoder,
+        quantizer=QuantizerConfig(kind="msrq", codebook_size=64, scales=(1, 2, 4), share_quant_resi=3),
+    )
+
+
+@tokenizer_preset("tiny-var-vit")
+def _tiny_var_vit() -> TokenizerConfig:
+    """Tiny multi-scale tokenizer with a ViT encoder and decoder: 32 px, patch 8, scales (1, 2, 4), V=64."""
+    return _tiny_var_with(ViTEncoderConfig(**_TINY_VIT))
+
+
+@tokenizer_preset("tiny-var-tome")
+def _tiny_var_tome() -> TokenizerConfig:
+    """Tiny multi-scale tokenizer with a token-merging (ToMe) ViT encoder merging 2 tokens per layer."""
+    return _tiny_var_with(TokenMergeEncoderConfig(**_TINY_VIT, merge_per_layer=2))
+
+
+@tokenizer_preset("tiny-var-msvit")
+def _tiny_var_msvit() -> TokenizerConfig:
+    """Tiny multi-scale tokenizer with a mixed-scale gated (MSViT) encoder: 16 px coarse, 8 px fine patches."""
+    return _tiny_var_with(MixedScaleEncoderConfig(**_TINY_VIT, coarse_factor=2, gate_hidden=16))
+
+
+@tokenizer_preset("tiny-var-quadtree")
+def _tiny_var_quadtree() -> TokenizerConfig:
+    """Tiny multi-scale tokenizer with a quadtree (Quadformer) encoder: 8-32 px patches, at most 10 tokens."""
+    return _tiny_var_with(QuadtreeEncoderConfig(**_TINY_VIT, levels=2, token_budget=10))
+
+
+@tokenizer_preset("tiny-var-stvit")
+def _tiny_var_stvit() -> TokenizerConfig:
+    """Tiny multi-scale tokenizer with a super-token (STViT) encoder: one super token per 2x2 tokens."""
+    return _tiny_var_with(SuperTokenEncoderConfig(**_TINY_VIT, super_token_size=2))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HART: hybrid tokenizers and transformers (artok/tokenizers/hybrid.py, artok/models/hart.py)
+# ---------------------------------------------------------------------------------------------------------
+
+from artok.config import HART_SCALES_1024, DiffusionHeadConfig, HartConfig  # noqa: E402
+
+
+@tokenizer_preset("hart-tokenizer-1024")
+def _hart_tokenizer_1024() -> TokenizerConfig:
+    """HART's hybrid tokenizer at 1024 px: VAR's body (ch 160, C=32, V=4096) on 14 scales plus the residual."""
+    return TokenizerConfig(
+        image_size=1024, latent_channels=32,
+        encoder=ConvEncoderConfig(ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2),
+        quantizer=QuantizerConfig(kind="hybrid", codebook_size=4096, scales=HART_SCALES_1024),
+    )
+
+
+@tokenizer_preset("tiny-hart-tokenizer")
+def _tiny_hart_tokenizer() -> TokenizerConfig:
+    """Tiny twin of hart-tokenizer-1024 for CPU tests: 32 px, scales (1, 2, 4), V=64, C=8, hybrid."""
+    tiny = _tiny_var_vqvae()
+    return tiny.replace(quantizer=tiny.quantizer.replace(kind="hybrid"))
+
+
+HART_PRESETS: dict[str, Callable[[], HartConfig]] = {}
+
+
+def hart_preset(name: str):
+    def wrap(fn):
+        HART_PRESETS[name] = fn
+        return fn
+
+    return wrap
+
+
+@hart_preset("hart-t2i-d24-1024")
+def _hart_t2i_d24() -> HartConfig:
+    """HART-0.7B-sized text-to-image transformer at 1024 px: depth 24, width 1536, Qwen2 context (1536-d, 300
+    tokens), shared-table AdaLN, diffusion MLP 1024x6 (an inferred candidate; converted checkpoints take
+    their config.json)."""
+    return HartConfig(
+        codebook_size=4096, latent_channels=32, scales=HART_SCALES_1024, depth=24, embed_dim=1536, num_heads=24,
+        context_dim=1536, max_context_tokens=300, adaln="shared_table", attention_l2_norm=False,
+        diffusion_head=DiffusionHeadConfig(latent_channels=32, condition_dim=1536, width=1024, depth=6),
+    )
+
+
+@hart_preset("hart-c2i-d20-256")
+def _hart_c2i_d20() -> HartConfig:
+    """Class-conditional HART on ImageNet 256 px (the paper's setting, never released): VAR-d20 sizes on VAR's
+    256 px schedule with a hybrid tokenizer, pooled AdaLN, diffusion MLP 1024x6."""
+    return HartConfig(
+        codebook_size=4096, latent_channels=32, scales=VAR_SCALES_256, depth=20, embed_dim=1280, num_heads=20,
+        context_dim=0, num_classes=1000, adaln="pooled", attention_l2_norm=True, min_kept_tokens=32,
+        diffusion_head=DiffusionHeadConfig(latent_channels=32, condition_dim=1280, width=1024, depth=6),
+    )
+
+
+@hart_preset("tiny-hart-c2i")
+def _tiny_hart_c2i() -> HartConfig:
+    """Tiny class-conditional HART for CPU tests: width 32, 2 blocks, scales (1, 2, 4), V=64, 10 classes
+    (pairs with tiny-hart-tokenizer)."""
+    return HartConfig(
+        codebook_size=64, latent_channels=8, scales=(1, 2, 4), depth=2, embed_dim=32, num_heads=2,
+        context_dim=0, num_classes=10, adaln="pooled", attention_l2_norm=True, min_kept_tokens=4,
+        diffusion_head=DiffusionHeadConfig(latent_channels=8, condition_dim=32, width=32, depth=2),
+    )
+
+
+@hart_preset("tiny-hart-t2i")
+def _tiny_hart_t2i() -> HartConfig:
+    """Tiny text-to-image HART for CPU tests: 16-d context of up to 8 tokens, shared-table AdaLN, context norm."""
+    return _tiny_hart_c2i().replace(num_classes=0, context_dim=16, max_context_tokens=8, context_norm=True,
+                                    adaln="shared_table", attention_l2_norm=False)
+
+
+def hart_config(name: str, **overrides: Any) -> HartConfig:
+    """The HART preset ``name`` with dotted overrides applied (``{"depth": 4}``)."""
+    if name not in HART_PRESETS:
+        raise ConfigError(f"unknown HART preset '{name}'{suggest(name, HART_PRESETS)}; "
+                          f"known: {', '.join(sorted(HART_PRESETS))}")
+    cfg = HART_PRESETS[name]()
+    return cfg.override(overrides) if overrides else cfg
+
+
+def build_hart(name_or_config: str | HartConfig, **overrides: Any):
+    """Build a HART transformer from a preset name or a config, e.g. ``build_hart("tiny-hart-c2i")``."""
+    from artok.models.hart import HartTransformer
+
+    if isinstance(name_or_config, HartConfig):
+        cfg = name_or_config.override(overrides) if overrides else name_or_config
+    else:
+        cfg = hart_config(name_or_config, **overrides)
+    return HartTransformer(cfg)
+
+
+def dump_hart_presets(configs_dir) -> list:
+    """Write every HART preset as YAML: ``configs/hart/<name>.yaml``, tiny twins under ``configs/tiny/``."""
+    from pathlib import Path
+
+    written = []
+    for name, make in HART_PRESETS.items():
+        path = Path(configs_dir) / ("tiny" if name.startswith("tiny-") else "hart") / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# HART preset '{name}': {make.__doc__.splitlines()[0]}\n" + make().to_yaml())
         written.append(path)
     return written

@@ -136,8 +136,13 @@ def gumbel_soft_assignment(logits: torch.Tensor, ratio: float, *, generator: tor
 def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: float = 0.0,
              generator: torch.Generator | None = None, temperature: float = 1.0, cfg_schedule: str = "linear",
              more_smooth: bool = False, dtype: torch.dtype | str | None = None, decode: bool = True,
-             return_logits: bool = False) -> GenerationOutput:
+             return_logits: bool = False, **hart_options) -> GenerationOutput:
     """Sample token ids block by block with a KV cache and decode them.
+
+    A HART model (``artok.models.HartTransformer``) goes to ``artok.sampling_hart.generate_hart``: the
+    discrete scales as here, then the residual diffusion head; ``labels`` are then class ids or text-encoder
+    states (B, T, D), and ``hart_options`` takes ``context_mask``, ``context_position_ids``,
+    ``diffusion_temperature`` and ``diffusion_noise``.
 
     Args:
         model: a ``Generator``; tok: the tokenizer whose ids it models (checked with ``check_compatible``).
@@ -151,6 +156,16 @@ def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: flo
         dtype: float32, bfloat16 or float16; the transformer and decoder run under autocast in that dtype;
             guidance and sampling are always float32.
     """
+    if getattr(model, "model_type", None) == "hart_transformer":
+        from artok.sampling_hart import generate_hart
+
+        if cfg_schedule != "linear":
+            raise ValueError(f"HART guides with its own linear schedule; cfg_schedule '{cfg_schedule}' does not apply")
+        return generate_hart(model, tok, labels, cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, generator=generator,
+                             temperature=temperature, more_smooth=more_smooth, dtype=dtype, decode=decode,
+                             return_logits=return_logits, **hart_options)
+    if hart_options:
+        raise TypeError(f"generate() got options only HART models take: {', '.join(sorted(hart_options))}")
     check_compatible(model, tok)
     if cfg_schedule not in CFG_SCHEDULES:
         raise ValueError(f"unknown cfg schedule '{cfg_schedule}'; choose one of {', '.join(CFG_SCHEDULES)}")

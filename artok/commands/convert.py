@@ -58,6 +58,21 @@ def _var(args):
     return Pipeline(tok, gen)
 
 
+def _hart_args(p):
+    p.add_argument("tokenizer_dir", help="HART tokenizer folder (hart-0.7b-1024px/tokenizer: config.json + weights)")
+    p.add_argument("llm_dir", help="HART transformer folder (hart-0.7b-1024px/llm: config.json + weights; "
+                   "ema_model.bin is preferred when present, as the official sample.py loads it)")
+    p.add_argument("out_dir", help="output artok pipeline directory (tokenizer/ + generator/)")
+
+
+@converter("hart", "HART tokenizer + transformer folders (hart-0.7b-1024px) → artok pipeline; each config.json "
+           "decides its architecture", _hart_args)
+def _hart(args):
+    from artok.convert.hart import hart_pipeline
+
+    return hart_pipeline(args.tokenizer_dir, args.llm_dir)
+
+
 def register(sub, formatter_class) -> None:
     p = sub.add_parser("convert", help="convert official VAR/HART checkpoints to artok checkpoints",
                        formatter_class=formatter_class)

@@ -5,3 +5,6 @@ from artok.convert.var_transformer import var_transformer
 
 __all__ = ["load_state_dict", "var_quantizer", "var_vqvae"]
 __all__ += ["var_transformer"]
+from artok.convert.hart import hart_diffusion_head, hart_pipeline, hart_tokenizer, hart_transformer  # noqa: E402
+
+__all__ += ["hart_diffusion_head", "hart_pipeline", "hart_tokenizer", "hart_transformer"]

@@ -41,6 +41,7 @@ KEY_MAP: tuple[tuple[str, str], ...] = (
 DERIVED_BUFFERS = (r"^lvl_1L$", r"^attn_bias_for_masking$", r"^blocks\.\d+\.attn\.zero_k_bias$")
 _KEY_MAP = tuple((re.compile(p), r) for p, r in KEY_MAP)
 _DERIVED = tuple(re.compile(p) for p in DERIVED_BUFFERS)
+POOLING = {"max": "max", "avg": "mean"}  # HART's sep_aln_pooling_mode → HartConfig.adaln_pooling
 WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin", "ema_model.bin",
                 "model.bin")
 
@@ -221,3 +222,107 @@ def hart_transformer(state_dict, *, scales, num_heads: int | None = None, adaln_
         model = HartTransformer(config)
     load_strict(model, mapped, source=_source_name(state_dict), assign=any(v.is_meta for v in sd.values()))
     return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Released folders: config.json next to the weights decides the architecture
+# ---------------------------------------------------------------------------------------------------------
+
+def _read_folder(directory: str | Path, what: str) -> tuple[dict, Path]:
+    """(config.json as a dict, the weights file) of a released HART folder."""
+    d = Path(directory).expanduser()
+    if not d.is_dir():
+        raise CheckpointError(f"{what} folder {d} does not exist (or is not a directory)")
+    cfg_path = d / "config.json"
+    if not cfg_path.exists():
+        raise CheckpointError(f"{d} has no config.json: the released HART {what} folder keeps its architecture "
+                              f"there, next to the weights (download the whole folder)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from None
+    for name in WEIGHT_FILES:
+        if (d / name).exists():
+            return config, d / name
+    raise CheckpointError(f"{d} has a config.json but no weights: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def _check_value(config: dict, key: str, allowed, source: Path, why: str) -> None:
+    if key in config and config[key] not in allowed:
+        raise CheckpointError(f"{source}: {key}={config[key]!r} is not supported by artok's HART ({why}); "
+                              f"expected one of {sorted(map(repr, allowed))}")
+
+
+def hart_tokenizer_from_folder(directory: str | Path):
+    """A released ``tokenizer/`` folder (``HARTAutoEncoderWithDisc``: config.json + weights) →
+    ``HybridTokenizer``; the scale schedule and φ settings come from config.json."""
+    config, weights = _read_folder(directory, "tokenizer")
+    source = Path(directory) / "config.json"
+    if "v_patch_nums" not in config:
+        raise CheckpointError(f"{source} has no 'v_patch_nums' (the scale schedule)")
+    _check_value(config, "quantizer_type", {"var_hybrid"}, source, "artok converts HART's hybrid quantizer")
+    if config.get("disable_quant_resi"):
+        raise CheckpointError(f"{source}: disable_quant_resi=true is not a released HART tokenizer "
+                              "(the release refines every scale with φ)")
+    tok = hart_tokenizer(weights, scales=config["v_patch_nums"], quant_resi=config.get("quant_resi", 0.5),
+                         beta=config.get("beta", 0.25), using_znorm=config.get("using_znorm", False))
+    for key, value in (("vocab_size", tok.codebook_size), ("z_channels", tok.latent_channels),
+                       ("ch", tok.config.encoder.ch)):
+        if key in config and config[key] != value:
+            raise CheckpointError(f"{source} says {key}={config[key]} but the weights have {value}")
+    if "ch_mult" in config and tuple(config["ch_mult"]) != tuple(tok.config.encoder.ch_mult):
+        raise CheckpointError(f"{source} says ch_mult={tuple(config['ch_mult'])} but the weights have "
+                              f"{tuple(tok.config.encoder.ch_mult)}")
+    return tok
+
+
+def hart_transformer_from_folder(directory: str | Path):
+    """A released ``llm/`` folder (``HARTForT2I``: config.json + weights, ``ema_model.bin`` preferred as
+    ``sample.py`` loads it) → ``HartTransformer``; config.json decides scales, heads, pooling and the
+    AdaLN variant, which must agree with the tensors."""
+    d = Path(directory).expanduser()
+    config, weights = _read_folder(d, "transformer")
+    if (d / "ema_model.bin").exists():
+        weights = d / "ema_model.bin"
+    source = d / "config.json"
+    if "patch_nums" not in config:
+        raise CheckpointError(f"{source} has no 'patch_nums' (the scale schedule)")
+    _check_value(config, "attn_type", {"llama"}, source, "the release uses Llama blocks")
+    _check_value(config, "mlp_type", {"llama"}, source, "the release uses SwiGLU MLPs")
+    _check_value(config, "use_timestep_embed", {False}, source, "the release conditions scales by level embeddings")
+    _check_value(config, "use_cross_attn", {False}, source, "the release conditions by context tokens in the sequence")
+    _check_value(config, "sampler", {"iddpm"}, source, "the residual head samples with IDDPM")
+    _check_value(config, "diffusion_head_repeats", {1}, source, "one diffusion head pass per token")
+    if config.get("disable_aln", False) is False and config.get("shared_aln", False):
+        raise CheckpointError(f"{source}: shared_aln=true with disable_aln=false is not a HART variant artok knows")
+    _check_value(config, "sep_aln_pooling_mode", set(POOLING), source, "HART pools the context by max or mean")
+    model = hart_transformer(weights, scales=config["patch_nums"], num_heads=config.get("num_heads"),
+                             adaln_pooling=POOLING[config.get("sep_aln_pooling_mode", "max")],
+                             class_dropout=config.get("cond_drop_rate", 0.1), norm_eps=config.get("norm_eps", 1e-6),
+                             num_sampling_steps=int(config.get("num_sampling_steps", 8)),
+                             diffusion_batch_mul=config.get("diffusion_batch_mul", 4))
+    c = model.config
+    want_adaln = "pooled" if not config.get("disable_aln", False) else (
+        "shared_table" if config.get("shared_aln", False) else "none")
+    checks = {"depth": c.depth, "embed_dim": c.embed_dim, "context_dim": c.context_dim,
+              "context_token": c.max_context_tokens, "attn_l2_norm": c.attention_l2_norm,
+              "use_context_norm": c.context_norm, "diff_width": c.diffusion_head.width,
+              "diff_depth": c.diffusion_head.depth}
+    for key, value in checks.items():
+        if key in config and config[key] != value:
+            raise CheckpointError(f"{source} says {key}={config[key]} but the weights have {value}")
+    if ("disable_aln" in config or "shared_aln" in config) and want_adaln != c.adaln:
+        raise CheckpointError(f"{source} describes AdaLN '{want_adaln}' but the weights hold '{c.adaln}'")
+    return model
+
+
+def hart_pipeline(tokenizer_dir: str | Path, llm_dir: str | Path):
+    """The released ``hart-0.7b-1024px`` layout (``tokenizer/`` and ``llm/`` folders) → ``artok.Pipeline``
+    with ``.tokenizer`` (HybridTokenizer) and ``.generator`` (HartTransformer), checked to fit together."""
+    from artok.hub import Pipeline
+    from artok.sampling_hart import check_hart_compatible
+
+    tok = hart_tokenizer_from_folder(tokenizer_dir)
+    model = hart_transformer_from_folder(llm_dir)
+    check_hart_compatible(model, tok)
+    return Pipeline(tok, model)

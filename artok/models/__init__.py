@@ -3,3 +3,7 @@ from artok.models.blocks import AdaLNBlock, KVCache, SelfAttention
 from artok.models.transformer import Generator
 
 __all__ = ["AdaLNBlock", "Generator", "KVCache", "SelfAttention"]
+from artok.models.diffusion_head import DiffusionHead  # noqa: E402
+from artok.models.hart import HartTransformer  # noqa: E402
+
+__all__ += ["DiffusionHead", "HartTransformer"]

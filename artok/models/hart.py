@@ -235,8 +235,31 @@ class HartTransformer(PretrainedMixin, nn.Module):
         return self.config.scales
 
     @property
+    def num_classes(self) -> int:
+        """Classes of a class-conditional model (0 for text-to-image)."""
+        return self.config.num_classes
+
+    @property
     def null_class(self) -> int:
         return self.config.num_classes
+
+    def describe(self) -> list[str]:
+        """Lines for ``artok info``."""
+        cfg, head = self.config, self.diffusion_head.config
+        cond = (f"{cfg.num_classes} classes (+ null class {cfg.num_classes})" if cfg.class_conditional else
+                f"text context of up to {cfg.max_context_tokens} tokens x {cfg.context_dim}"
+                f"{', RMS-normalised' if cfg.context_norm else ''}")
+        return [
+            "type            HART transformer (next-scale + residual diffusion)",
+            f"parameters      {sum(p.numel() for p in self.parameters()):,} (diffusion head "
+            f"{sum(p.numel() for p in self.diffusion_head.parameters()):,})",
+            f"transformer     depth {cfg.depth}, width {cfg.embed_dim}, {cfg.num_heads} heads, Llama blocks, "
+            f"AdaLN {cfg.adaln}, {'l2-normalised' if cfg.attention_l2_norm else 'scaled dot-product'} attention",
+            f"condition       {cond}",
+            f"diffusion head  width {head.width}, depth {head.depth}, {head.num_sampling_steps} sampling steps",
+            f"codebook        {cfg.codebook_size} codes, {cfg.latent_channels} latent channels",
+            f"scales          {', '.join(map(str, cfg.scales))}",
+        ]
 
     @torch.no_grad()
     def init_weights(self, *, std: float | None = None, init_adaln_gamma: float = 1e-5) -> None:
