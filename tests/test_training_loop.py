@@ -138,3 +138,19 @@ def test_gan_step_updates_tokenizer_then_discriminator(accelerator, preset):
     means.add(logs)
     means.add(logs)
     assert means.pop(accelerator)["loss"] == pytest.approx(float(logs["loss"]))
+
+
+TWINS = {"var-tokenizer-f16": "train-var-tokenizer", "vq-tokenizer-f16": "train-vq-tokenizer",
+         "hart-tokenizer-1024": "train-hart-tokenizer"}
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_training_configs_load_and_have_tiny_twins(name):
+    from pathlib import Path
+
+    configs = Path(__file__).parent.parent / "configs"
+    full = TokenizerTrainConfig.from_yaml(configs / "train" / f"{name}.yaml")
+    tiny = TokenizerTrainConfig.from_yaml(configs / "tiny" / f"{TWINS[name]}.yaml")
+    assert full.tokenizer.quantizer.kind == tiny.tokenizer.quantizer.kind
+    assert tiny.tokenizer.image_size == 32 and tiny.loss.perceptual_weight == 0.0  # offline on CPU
+    assert full.train.freeze == tiny.train.freeze

@@ -60,6 +60,28 @@ def test_cli_trains_on_broken_and_odd_files_reports_them_and_resumes(tmp_path, f
     assert json.loads((out / "eval.json").read_text())["images"] == 4
 
 
+def test_hybrid_tokenizer_trains_from_a_var_tokenizer_with_frozen_encoder_and_codebook(tmp_path,
+                                                                                    fresh_accelerate_state):
+    from artok.config import TokenizerTrainConfig
+    from artok.training.args import load_config
+    from artok.training.tokenizer_trainer import train_tokenizer
+
+    torch.manual_seed(0)
+    var = artok.build_tokenizer("tiny-var-vqvae")
+    var.save_pretrained(tmp_path / "var")
+    cfg = load_config(TokenizerTrainConfig, ROOT / "configs" / "tiny" / "train-hart-tokenizer.yaml",
+                      [f"--train.init_from={tmp_path / 'var'}", f"--train.out_dir={tmp_path / 'run'}", *FAST,
+                       "--train.max_steps=2", "--train.trackers=[]"])
+    result = train_tokenizer(cfg, progress=False)
+    tok = result.tokenizer
+    assert type(tok).__name__ == "HybridTokenizer"
+    assert torch.equal(tok.encoder.conv_in.weight, var.encoder.conv_in.weight)  # frozen
+    assert torch.equal(tok.quantizer.codebook.weight, var.quantizer.codebook.weight)  # frozen
+    assert not torch.equal(tok.decoder.conv_out.weight, var.decoder.conv_out.weight)  # trained
+    assert type(artok.from_pretrained(tmp_path / "run" / "tokenizer")).__name__ == "HybridTokenizer"
+    assert {"psnr", "psnr_discrete"} <= set(result.eval)
+
+
 def test_cli_dry_run_and_bad_override(capsys):
     assert cli(["train", "tokenizer", "--config", str(TINY), "--dry-run", "--train.lr=1e-3"]) == 0
     assert "lr: 0.001" in capsys.readouterr().out

@@ -49,6 +49,9 @@ def evaluate_tokenizer(tokenizer, batches: Iterable[dict], *, metrics: Iterable[
         inception = InceptionFeatures(inception_weights).to(device)
     counter = CodebookCounter(tokenizer.codebook_size, tokenizer.scales)
     sums = {m: 0.0 for m in ("psnr", "ssim", "lpips") if m in metrics}
+    hybrid = hasattr(tokenizer, "residual")
+    if hybrid and "psnr" in sums:
+        sums["psnr_discrete"] = 0.0  # the discrete-only decoding of a hybrid tokenizer, for comparison
     real_features, fake_features = [], []
     n = 0
     for batch in tqdm(batches, desc="evaluating", unit="batch", total=total, disable=not progress):
@@ -57,6 +60,8 @@ def evaluate_tokenizer(tokenizer, batches: Iterable[dict], *, metrics: Iterable[
         counter.update(ids)
         if "psnr" in sums:
             sums["psnr"] += float(psnr(rec, images).sum())
+        if "psnr_discrete" in sums:
+            sums["psnr_discrete"] += float(psnr(tokenizer.detokenize(ids), images).sum())
         if "ssim" in sums:
             sums["ssim"] += float(ssim(rec, images).sum())
         if lpips_net is not None:
@@ -68,7 +73,7 @@ def evaluate_tokenizer(tokenizer, batches: Iterable[dict], *, metrics: Iterable[
     if n == 0:
         raise ValueError("evaluation data is empty")
     results: dict = {"images": n, "image_size": int(images.shape[-1])}
-    results.update({m: s / n for m, s in sums.items()})
+    results.update({m: total / n for m, total in sums.items()})
     if inception is not None:
         from artok.metrics.fid import frechet_distance
 
@@ -83,7 +88,7 @@ def evaluate_tokenizer(tokenizer, batches: Iterable[dict], *, metrics: Iterable[
 def format_table(results: dict) -> str:
     """A readable summary of ``evaluate_tokenizer``'s results."""
     lines = [f"images          {results['images']} ({results['image_size']} px)"]
-    labels = {"psnr": ("PSNR", "{:.2f} dB"), "ssim": ("SSIM", "{:.4f}"), "lpips": ("LPIPS", "{:.4f}"),
+    labels = {"psnr": ("PSNR", "{:.2f} dB"), "psnr_discrete": ("PSNR discrete", "{:.2f} dB"), "ssim": ("SSIM", "{:.4f}"), "lpips": ("LPIPS", "{:.4f}"),
               "rfid": ("rFID", "{:.2f}")}
     for key, (label, fmt) in labels.items():
         if key in results:
