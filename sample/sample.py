@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from accelerate import Accelerator
 
@@ -41,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. sample this process's batches (the main process shows its own images/s)
     t0 = time.perf_counter()
-    n = cmd.sample_jobs(tok, gen, mine, args, device, out=cmd.Path(args.out), progress=accelerator.is_main_process)
+    n = cmd.sample_jobs(tok, gen, mine, args, device, out=Path(args.out), progress=accelerator.is_main_process)
     seconds = time.perf_counter() - t0
     accelerator.wait_for_everyone()
 
     # 5. grid and npz from all processes' PNGs
     if accelerator.is_main_process:
-        written = cmd.finish(cmd.Path(args.out), npz=args.npz)
+        written = cmd.finish(Path(args.out), npz=args.npz)
         print(f"wrote {len(labels)} samples to {args.out} with {accelerator.num_processes} processes "
               f"(main process: {n / seconds:.2f} images/s on {device}); " + ", ".join(p.name for p in written))
     accelerator.wait_for_everyone()
