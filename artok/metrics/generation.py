@@ -126,17 +126,21 @@ def mean_covariance(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(0), np.cov(f, rowvar=False)
 
 
-def frechet_from_statistics(mu_a, sigma_a, mu_b, sigma_b) -> float:
-    """‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½), in float64 (the ADM evaluator's formula)."""
-    import scipy.linalg
+def sqrtm_trace(sigma_a: np.ndarray, sigma_b: np.ndarray) -> float:
+    """Tr((Σ_a Σ_b)^½) for covariance matrices, as Σ √λ_i of the symmetric √Σ_a Σ_b √Σ_a (same eigenvalues as
+    Σ_a Σ_b). Two symmetric eigendecompositions instead of a general matrix square root: the same value as
+    ``scipy.linalg.sqrtm`` to ~1e-9 relative, many times faster at 2048 × 2048."""
+    w, v = np.linalg.eigh(sigma_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    lam = np.linalg.eigvalsh(root_a @ sigma_b @ root_a)
+    return float(np.sqrt(np.clip(lam, 0, None)).sum())
 
-    diff = np.asarray(mu_a) - np.asarray(mu_b)
-    covmean, _ = scipy.linalg.sqrtm(sigma_a @ sigma_b, disp=False)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(sigma_a)) * 1e-6
-        covmean = scipy.linalg.sqrtm((sigma_a + offset) @ (sigma_b + offset))
-    covmean = np.real(covmean)
-    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2 * np.trace(covmean))
+
+def frechet_from_statistics(mu_a, sigma_a, mu_b, sigma_b) -> float:
+    """‖μ_a − μ_b‖² + Tr(Σ_a) + Tr(Σ_b) − 2 Tr((Σ_a Σ_b)^½), in float64."""
+    diff = np.asarray(mu_a, dtype=np.float64) - np.asarray(mu_b, dtype=np.float64)
+    sigma_a, sigma_b = np.asarray(sigma_a, dtype=np.float64), np.asarray(sigma_b, dtype=np.float64)
+    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2 * sqrtm_trace(sigma_a, sigma_b))
 
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
@@ -198,8 +202,9 @@ def npz_images(path: str | Path) -> np.ndarray:
                 name_len, extra_len = np.frombuffer(f.read(4), dtype="<u2")
                 start = info.header_offset + 30 + int(name_len) + int(extra_len)
                 f.seek(start)
-                version = np.lib.format.read_magic(f)
-                shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(f)
                 offset = f.tell()
             arr = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
         else:
@@ -212,7 +217,7 @@ def npz_images(path: str | Path) -> np.ndarray:
 def array_batches(images: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
     """(N, H, W, 3) uint8 → batches (B, 3, H, W) in [-1, 1]."""
     for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.array(images[i:i + batch_size])).permute(0, 3, 1, 2).float()  # a writable copy
         yield x / 127.5 - 1
 
 
