@@ -5,21 +5,22 @@ The process is IDDPM's (Nichol & Dhariwal, 2021, arXiv 2102.09672): the 1000-ste
 (1 − ½(v+1))·log σ̃²), training loss MSE + the variational bound, and sampling respaced to a few steps (8 in
 HART) with x̂0 clipped to [−1, 1] (fixture README 5.5).
 
-diffusers supplies the scheduler: the cosine ("squaredcos_cap_v2") schedule, ``add_noise``, the custom
-respaced timesteps (``set_timesteps(timesteps=…)``, ``previous_timestep``), x̂0 clipping and the posterior
-mean of ``step``. Two details of diffusers differ from the reference numerically, and we take the reference's
-path (measured by ``benchmarks/hart_diffusion_vs_diffusers.py``):
+diffusers supplies the scheduler (``DDPMScheduler`` with the cosine "squaredcos_cap_v2" schedule, learned-range
+variance and x̂0 clipping): ``add_noise`` for training and the respaced timesteps (``set_timesteps(timesteps=…)``).
+Two details of diffusers differ from the reference numerically; we take the reference's path (measured by
+``benchmarks/hart_diffusion_vs_diffusers.py`` on the fixtures):
 
-- diffusers builds the schedule in float32 (ᾱ off by up to 1.3e-5 relative at t = 999); the reference
-  computes every table in float64 and casts the indexed coefficient to float32. We install float64 tables in
-  the scheduler.
-- diffusers' learned-range minimum at the first step is log(1e-20) (the posterior variance is 0 there); the
-  reference clips it to the next step's posterior variance. This changes the training vb term at t = 0
-  (by orders of magnitude) but never sampling, where the last step adds no noise.
+- diffusers builds the schedule in float32 (ᾱ off by up to 1.3e-5 relative at t = 999; the 8-step samples
+  move by 8.7e-5), the reference computes every table in float64 and casts the indexed coefficient to
+  float32 (5e-6 from the fixtures). We install float64 tables in the schedulers.
+- diffusers' learned-range minimum at the first step is log(1e-20) = −46.05 (the posterior variance is 0
+  there); the reference clips it to the next step's value (−10.73 on the 1000-step chain). This changes the
+  vb term at t = 0, never sampling, where the last step adds no noise.
 
-``step`` takes its noise from the caller (HART injects it for reproducibility, and scales it by a
-temperature), so it is composed from the scheduler's float64 tables instead of calling
-``DDPMScheduler.step``; a test checks that the two agree when given the same noise.
+HART injects the sampling noise (for reproducibility) and scales it by a temperature, which
+``DDPMScheduler.step`` cannot take (it draws its own), so ``step`` recomposes the same update from the
+float64 tables: x̂0 = √(1/ᾱ)·x − √(1/ᾱ − 1)·ε clipped to [−1, 1], μ = c1·x̂0 + c2·x, and the learned-range σ.
+A test checks that it equals ``DDPMScheduler.step`` given the same noise.
 """
 from __future__ import annotations
 

@@ -181,9 +181,11 @@ class DiffusionHead(nn.Module):
             raise ValueError(f"guided sampling needs cond rows then null rows (an even count), got {N} conditions")
         steps = self.diffusion.timesteps
         rows0 = N // 2 if guided else N
-        if noise is None:
-            init = torch.randn(rows0, C, generator=generator, device=condition.device, dtype=condition.dtype)
-            per_step = torch.randn(len(steps), N, C, generator=generator, device=condition.device, dtype=condition.dtype)
+        if noise is None:  # drawn on the generator's device (a CPU generator serves any model device)
+            where = dict(generator=generator, dtype=condition.dtype,
+                         device=generator.device if generator is not None else condition.device)
+            init = torch.randn(rows0, C, **where).to(condition.device)
+            per_step = torch.randn(len(steps), N, C, **where).to(condition.device)
         else:
             init, per_step = noise
             if tuple(init.shape) not in {(rows0, C), (N, C)} or per_step.ndim != 3 or per_step.shape[0] != len(steps) \

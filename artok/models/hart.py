@@ -171,7 +171,9 @@ def sample_top_k_top_p(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 0
         remove[..., -1:] = False
         logits.masked_fill_(remove.scatter(-1, order, remove), -torch.inf)
     probs = logits.softmax(dim=-1).view(B * l, V)
-    return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l)
+    if generator is not None and generator.device != probs.device:  # torch samples on the generator's device
+        probs = probs.to(generator.device)
+    return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l).to(logits.device)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -354,12 +356,12 @@ class HartTransformer(PretrainedMixin, nn.Module):
             mask = torch.ones(B, T, dtype=torch.bool, device=context.device)
         if tuple(mask.shape) != (B, T):
             raise ValueError(f"context_mask must be (B, T) = ({B}, {T}), got {tuple(mask.shape)}")
-        mask = mask.bool()
+        mask = mask.to(context.device).bool()
         if positions is None:
             positions = mask.long().cumsum(1) - 1
         if tuple(positions.shape) != (B, T):
             raise ValueError(f"context_position_ids must be (B, T) = ({B}, {T}), got {tuple(positions.shape)}")
-        return context, mask, positions
+        return context, mask, positions.to(context.device)
 
     # -- sequence pieces ----------------------------------------------------------------------------------
     def scale_angles(self, si: int, offset: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:

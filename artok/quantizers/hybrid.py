@@ -20,7 +20,8 @@ class HybridQuantizer(MultiScaleResidualQuantizer):
     Args:
         skip_continuous_prob: in the training forward, the probability (per sample) that the continuous
             residual is *not* added back, so one decoder learns both the discrete-only latent and the hybrid
-            one (which equals f). Other arguments: see ``MultiScaleResidualQuantizer``.
+            one (which equals f). HART draws once per batch (``random.random() >= p``); per sample, every
+            batch trains both latents. Other arguments: see ``MultiScaleResidualQuantizer``.
     """
 
     def __init__(self, *, skip_continuous_prob: float = 0.5, **kwargs) -> None:
