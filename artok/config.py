@@ -881,8 +881,9 @@ class HartConfig(Config):
     def validate(self) -> None:
         if not self.scales or any(s <= 0 for s in self.scales) or any(b <= a for a, b in zip(self.scales, self.scales[1:])):
             raise ConfigError(f"hart.scales must be positive and strictly increasing, got {self.scales}")
-        if len(self.scales) < 2:
-            raise ConfigError(f"hart.scales needs at least two scales (discrete ones and the last), got {self.scales}")
+        if len(self.scales) < 2 or self.scales[0] != 1:
+            raise ConfigError(f"hart.scales must start at 1 (scale 0 is predicted from the last condition token) "
+                              f"and have at least two scales, got {self.scales}")
         for name in ("codebook_size", "latent_channels", "depth", "embed_dim", "num_heads", "diffusion_batch_mul"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"hart.{name} must be >= 1, got {getattr(self, name)}")

@@ -222,6 +222,8 @@ def test_bad_input(tiny_t2i):
         generate_hart(c2i, artok.build_tokenizer("tiny-var-vqvae"), torch.tensor([0]), cfg_scale=1.0)
     with pytest.raises(artok.ConfigError, match="set exactly one of context_dim"):
         hart_config("tiny-hart-c2i", context_dim=16)
+    with pytest.raises(artok.ConfigError, match=r"hart.scales must start at 1 .*got \(2, 4\)"):
+        hart_config("tiny-hart-c2i", scales=(2, 4))
 
 
 # -- composition with the rest of artok -----------------------------------------------------------------

@@ -211,9 +211,6 @@ class HartTransformer(PretrainedMixin, nn.Module):
 
     def __init__(self, config: HartConfig) -> None:
         super().__init__()
-        if config.scales[0] != 1:
-            raise ValueError(f"HART predicts the first scale from the last condition token, so it must be 1, "
-                             f"got scales {config.scales}")
         self.config = config
         D = config.embed_dim
         self.word_embed = nn.Linear(config.latent_channels, D)
