@@ -148,3 +148,70 @@ def test_shipped_training_configs_load():
     assert fsdp.distributed_type == "FSDP"
     from artok.models import blocks
     assert hasattr(blocks, fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
+
+
+TWO_PROCESS_RUN = '''
+import os, sys
+from pathlib import Path
+
+
+def run(root, out_name, max_steps):
+    from safetensors.torch import save_file
+    from artok.config import GeneratorTrainConfig
+    from artok.training.generator_trainer import train_generator
+
+    cfg = GeneratorTrainConfig.from_dict({
+        "generator": "tiny-var", "tokenizer": str(root / "tok"),
+        "data": {"tokens": str(root / "tokens"), "num_workers": 0},
+        "recipe": {"sample_classes": [0], "samples_per_class": 1, "scale_lr": False},
+        "train": {"out_dir": str(root / out_name), "batch_size": 4, "max_steps": max_steps, "log_every": 1,
+                  "sample_every": 100, "save_every": 2, "trackers": ["none"], "ema_decay": 0.9,
+                  "lr_schedule": "constant", "warmup_steps": 0, "lr": 1e-2}})
+    result = train_generator(cfg, progress=False)
+    state = {f"model.{k}": v for k, v in result.generator.state_dict().items()}
+    state.update({f"ema.{k}": v for k, v in result.ema.shadow.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in state.items()},
+              str(root / out_name / f"final_rank{os.environ['RANK']}.safetensors"))
+
+
+if __name__ == "__main__":
+    import socket
+    from accelerate import notebook_launcher
+
+    def launch(*args):
+        with socket.socket() as s:  # a free port, so parallel test runs do not collide on 29500
+            s.bind(("127.0.0.1", 0))
+            port = str(s.getsockname()[1])
+        notebook_launcher(run, args, num_processes=2, use_port=port)
+
+    root = Path(sys.argv[1])
+    launch(root, "uninterrupted", 4)
+    launch(root, "resumed", 2)   # stop after 2 steps
+    launch(root, "resumed", 4)   # resume from out_dir, continue to 4
+'''
+
+
+def test_two_process_training_resumes_identically(encoded, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    for name in ("tok", "tokens"):
+        shutil.copytree(encoded / name, tmp_path / name)
+    script = tmp_path / "two_process.py"
+    script.write_text(TWO_PROCESS_RUN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = {name: [load_file(str(tmp_path / name / f"final_rank{r}.safetensors")) for r in (0, 1)]
+            for name in ("uninterrupted", "resumed")}
+    for name, (rank0, rank1) in runs.items():
+        assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), f"{name}: the processes diverged"
+    a, b = runs["uninterrupted"][0], runs["resumed"][0]
+    assert [k for k in a if not torch.equal(a[k], b[k])] == [], "the resumed run differs from the uninterrupted one"
+    assert "resumed from" not in proc.stdout.split("uninterrupted")[0]
