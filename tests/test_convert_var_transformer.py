@@ -135,3 +135,13 @@ def test_cli_convert_var_writes_a_pipeline(tmp_path, capsys):
     assert cli(["convert", "var", str(VAR / "vqvae_state_dict.safetensors"), str(weights("var_b")), str(out),
                 "--scales", *map(str, SCALES), "--num-heads", "2"]) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
+
+
+def test_pth_checkpoints_load_with_weights_only(tmp_path):
+    """Released weights are .pth files of plain state dicts (fp32 here; the fixture stores fp8)."""
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(weights("var_a"))).items()}
+    torch.save(sd, tmp_path / "var_d2.pth")
+    gen = convert.var_transformer(tmp_path / "var_d2.pth", scales=SCALES)
+    with torch.no_grad():
+        logits = gen(io("vqvae")["var_input"], io("var_a")["tf_labels"])
+    assert torch.allclose(logits, io("var_a")["tf_logits"], atol=1e-4, rtol=1e-4)
