@@ -48,8 +48,11 @@ def _download(repo_id: str) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as e:  # pragma: no cover - huggingface_hub ships with diffusers/accelerate
         raise CheckpointError(f"'{repo_id}' is not a local directory and huggingface_hub is not installed") from e
+    import os
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
-        return Path(snapshot_download(repo_id))
+        return Path(snapshot_download(repo_id, local_files_only=offline))
     except Exception as e:
         raise CheckpointError(
             f"'{repo_id}' is not a local directory and could not be downloaded from the Hugging Face Hub "

@@ -1,4 +1,4 @@
 """CLI subcommands. Each module defines ``register(subparsers, formatter_class)``; add new ones here."""
-from artok.commands import convert, encode, eval, info, sample, train
+from artok.commands import convert, encode, eval, info, quickstart, sample, train
 
-COMMAND_MODULES = [info, convert, encode, sample, train, eval]
+COMMAND_MODULES = [quickstart, train, encode, sample, eval, convert, info]

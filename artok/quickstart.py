@@ -1,0 +1,250 @@
+"""``artok quickstart``: artok's whole job on data that needs no download, in about ten minutes on a CPU.
+
+Trains a small multi-scale tokenizer on the procedural shapes (10 classes), encodes them to token shards,
+trains a small next-scale generator on the shards, samples a grid per class, and writes a report (Markdown
+and HTML) with the reconstruction grid, the samples, the loss curves and the metrics: PSNR, codebook usage
+per scale, and the class accuracy of the samples under a classifier trained on real images.
+
+The time budget is split over the stages; the step counts of the two trainings come from a short speed
+probe, so their learning-rate schedules run to completion within the budget (a GPU is used when present).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from artok.config import DataConfig, LossConfig, TokenizerTrainConfig, TrainConfig
+from artok.registry import generator_config, tokenizer_config
+
+TOKENIZER_PRESET = "quickstart-var-vqvae"
+GENERATOR_PRESET = "quickstart-var"
+SHARE = {"tokenizer": 0.36, "encode": 0.06, "classifier": 0.04, "generator": 0.40}  # the rest: sampling, report
+STAGES = 6
+
+
+@dataclass
+class Budget:
+    minutes: float
+    started: float
+
+    def seconds(self, stage: str) -> float:
+        return 60 * self.minutes * SHARE[stage]
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+
+def banner(k: int, text: str) -> None:
+    print(f"\n[{k}/{STAGES}] {text}", flush=True)
+
+
+def device_name() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def probe_steps(step, seconds: float, *, warmup: int = 2, runs: int = 4, minimum: int = 20) -> int:
+    """How many calls of ``step()`` fit into ``seconds``, timed after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    t = time.perf_counter()
+    for _ in range(runs):
+        step()
+    per_step = (time.perf_counter() - t) / runs
+    return max(minimum, int(seconds / per_step))
+
+
+def _tokenizer_probe(batch_size: int, device: str):
+    from artok.registry import build_tokenizer
+
+    tok = build_tokenizer(TOKENIZER_PRESET).to(device).train()
+    opt = torch.optim.AdamW(tok.parameters(), lr=1e-4)
+    x = torch.rand(batch_size, 3, tok.image_size, tok.image_size, device=device) * 2 - 1
+
+    def step():
+        out = tok(x)
+        loss = (out.reconstruction - x).abs().mean() + sum(out.losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _generator_probe(batch_size: int, device: str):
+    from artok.registry import build_generator, build_tokenizer
+
+    tok = build_tokenizer(TOKENIZER_PRESET).to(device).eval()
+    gen = build_generator(GENERATOR_PRESET).to(device).train()
+    opt = torch.optim.AdamW(gen.parameters(), lr=1e-4)
+    ids = [torch.randint(0, tok.codebook_size, (batch_size, s * s), device=device) for s in tok.scales]
+    labels = torch.randint(0, gen.num_classes, (batch_size,), device=device)
+
+    def step():
+        with torch.no_grad():
+            inputs = tok.teacher_inputs(ids)
+        logits = gen(inputs, labels)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.cat(ids, 1).flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def real_images(num: int, *, split: str, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, S, S) in [-1, 1] and labels of the procedural shapes of a split."""
+    from artok.data import ProceduralShapes
+    from artok.data.transforms import pil_to_tensor
+
+    ds = ProceduralShapes(num_samples=num, image_size=image_size, seed=0 if split == "train" else 1)
+    pairs = [ds[i] for i in range(num)]
+    return torch.stack([pil_to_tensor(img) for img, _ in pairs]), torch.tensor([y for _, y in pairs])
+
+
+def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.0, seed: int = 0,
+                   num_images: int = 20000, encode_images: int | None = None, samples_per_class: int = 10,
+                   progress: bool = True) -> dict:
+    """Run every stage; returns the metrics (also in ``out/metrics.json``) and writes ``out/report.html``."""
+    from artok.config import GeneratorTrainConfig
+    from artok.data import ProceduralShapes
+    from artok.data.builtin import PROCEDURAL_CLASSES
+    from artok.data.encode import ImageSource, encode_dataset
+    from artok.hub import from_pretrained
+    from artok.metrics.classifier import accuracy, per_class_accuracy, train_classifier
+    from artok.training.generator_trainer import train_generator
+    from artok.training.tokenizer_trainer import train_tokenizer
+
+    if minutes <= 0:
+        raise ValueError(f"--minutes must be positive, got {minutes}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = Budget(minutes, time.time())
+    device = device_name()
+    tok_cfg = tokenizer_config(TOKENIZER_PRESET)
+    size, classes = tok_cfg.image_size, len(PROCEDURAL_CLASSES)
+    print(f"artok quickstart: {minutes:g} min budget on {device}; procedural shapes ({classes} classes, {size} px); "
+          f"writing to {out}", flush=True)
+
+    # 1. tokenizer ------------------------------------------------------------------------------------------
+    batch = 32
+    steps = probe_steps(_tokenizer_probe(batch, device), budget.seconds("tokenizer") * 0.85)
+    banner(1, f"training the tokenizer: {steps} steps of {batch} images (≈ {budget.seconds('tokenizer') / 60:.1f} min)")
+    tcfg = TokenizerTrainConfig(
+        tokenizer=tok_cfg, data=DataConfig(source="procedural", num_samples=num_images, num_workers=0),
+        loss=LossConfig(perceptual_weight=0.0, gan_weight=0.0),
+        train=TrainConfig(out_dir=str(out / "tokenizer"), seed=seed, batch_size=batch, max_steps=steps,
+                          max_minutes=budget.seconds("tokenizer") / 60 * 1.2, lr=4e-4, betas=(0.9, 0.95),
+                          lr_schedule="cosine", warmup_steps=min(100, steps // 10), min_lr_ratio=0.05,
+                          ema_decay=0.99, log_every=max(1, steps // 50), sample_every=max(1, steps // 4),
+                          save_every=steps, eval_images=512, trackers=("tensorboard",), resume="never"))
+    tok_result = train_tokenizer(tcfg, progress=progress)
+    tok = from_pretrained(out / "tokenizer" / "tokenizer").to(device)
+
+    # 2. encode ---------------------------------------------------------------------------------------------
+    encode_images = encode_images or int(min(8000, max(500, 800 * minutes)))
+    banner(2, f"encoding {encode_images} images to token shards")
+    source = ProceduralShapes(num_samples=encode_images, image_size=size, seed=seed)
+    t = time.time()
+    manifest = encode_dataset(tok, ImageSource(source, size, "none"), out / "tokens", image_size=size,
+                              shard_size=2048, batch_size=128, source="procedural", overwrite=True, progress=progress)
+    encode_seconds = time.time() - t
+    shard_bytes = sum((out / "tokens" / s["name"]).stat().st_size for s in manifest["shards"])
+
+    # 3. classifier on real images (scores the samples) ----------------------------------------------------
+    banner(3, "training a small classifier on real images (to score the samples)")
+    train_x, train_y = real_images(4000, split="train", image_size=size)
+    test_x, test_y = real_images(1000, split="test", image_size=size)
+    # a metric, so trained the same whatever the budget (its accuracy on real images is reported as a check)
+    classifier = train_classifier(train_x, train_y, num_classes=classes, steps=300, device=device,
+                                  progress=progress, seed=seed)
+    real_accuracy = accuracy(classifier, test_x, test_y)
+
+    # 4. generator ------------------------------------------------------------------------------------------
+    batch = 64
+    # what the earlier stages left, less a reserve for sampling and the report
+    seconds = max(20.0, min(1.15 * budget.seconds("generator"), 60 * minutes * 0.92 - budget.elapsed()))
+    steps = probe_steps(_generator_probe(batch, device), seconds * 0.85)
+    banner(4, f"training the generator: {steps} steps of {batch} token maps (≈ {seconds / 60:.1f} min)")
+    gcfg = GeneratorTrainConfig.from_dict({
+        "generator": generator_config(GENERATOR_PRESET).to_dict(), "tokenizer": str(out / "tokenizer" / "tokenizer"),
+        "data": {"tokens": str(out / "tokens"), "num_workers": 0},
+        "recipe": {"scale_lr": False, "sample_classes": list(range(classes)), "samples_per_class": 4,
+                   "sample_cfg": 3.0, "sample_top_k": 0, "sample_top_p": 0.0, "sample_seed": seed},
+        "train": {"out_dir": str(out / "generator"), "seed": seed, "batch_size": batch, "max_steps": steps,
+                  "max_minutes": seconds / 60 * 1.2, "lr": 1e-3, "warmup_steps": min(100, steps // 10),
+                  "lr_schedule": "linear", "min_lr_ratio": 0.05, "weight_decay": 0.05, "ema_decay": 0.995,
+                  "log_every": max(1, steps // 50), "sample_every": max(1, steps // 4), "save_every": steps,
+                  "resume": "never"},
+    })
+    gen_result = train_generator(gcfg, progress=progress)
+
+    # 5. samples --------------------------------------------------------------------------------------------
+    banner(5, f"sampling {samples_per_class} images per class and scoring them")
+    samples, labels = sample_per_class(out / "generator" / "pipeline", classes, samples_per_class, seed=seed,
+                                       device=device)
+    sample_acc = accuracy(classifier, samples, labels)
+    per_class = per_class_accuracy(classifier, samples, labels, classes)
+    grid_path = save_class_grid(samples, classes, out / "samples_per_class.png")
+
+    # 6. report ---------------------------------------------------------------------------------------------
+    banner(6, "writing the report")
+    tok_eval = tok_result.eval or {}
+    metrics = {
+        "minutes_budget": minutes, "minutes_used": budget.elapsed() / 60, "device": device,
+        "tokenizer": {"steps": tok_result.step, "psnr": tok_eval.get("psnr"), "ssim": tok_eval.get("ssim"),
+                      "codebook_usage_per_scale": tok_eval.get("usage"),
+                      "perplexity_per_scale": tok_eval.get("perplexity"), "eval": tok_eval},
+        "encode": {"images": encode_images, "seconds": encode_seconds,
+                   "images_per_second": encode_images / max(encode_seconds, 1e-9),
+                   "bytes_per_image": shard_bytes / max(1, manifest["num_records"])},
+        "generator": {"steps": gen_result.step, "final_loss": gen_result.final_loss},
+        "samples": {"per_class": samples_per_class, "class_accuracy": sample_acc,
+                    "class_accuracy_per_class": dict(zip(PROCEDURAL_CLASSES, per_class)),
+                    "classifier_accuracy_on_real_images": real_accuracy, "chance": 1 / classes},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    from artok.report import write_report
+
+    report = write_report(out, metrics, sample_grid=grid_path, class_names=PROCEDURAL_CLASSES)
+    print(f"\ndone in {budget.elapsed() / 60:.1f} min.\n  report:           {report}\n  samples per class: {grid_path}"
+          f"\n  reconstructions:  {latest(out / 'tokenizer' / 'samples')}\n  pipeline:         "
+          f"{out / 'generator' / 'pipeline'} (artok sample / artok eval generator)\n  metrics:          "
+          f"{out / 'metrics.json'}")
+    print(f"  tokenizer PSNR {fmt(metrics['tokenizer']['psnr'])} dB; sample class accuracy {sample_acc:.1%} "
+          f"(real images: {real_accuracy:.1%}, chance {1 / classes:.0%})")
+    return metrics
+
+
+def fmt(value) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def latest(folder: Path) -> Path | None:
+    found = sorted(folder.glob("*.png"))
+    return found[-1] if found else None
+
+
+@torch.no_grad()
+def sample_per_class(pipeline_dir: Path, classes: int, per_class: int, *, seed: int, device: str,
+                     cfg_scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+    from artok.commands.sample import load_pipeline
+    from artok.sampling import generate
+
+    tok, gen = load_pipeline(pipeline_dir, device)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    images = []
+    for i in range(0, len(labels), 100):
+        rng = torch.Generator(device=device).manual_seed(seed + i)
+        images.append(generate(gen, tok, labels[i:i + 100].to(device), cfg_scale=cfg_scale, generator=rng).images.cpu())
+    return torch.cat(images), labels
+
+
+def save_class_grid(images: torch.Tensor, classes: int, path: Path) -> Path:
+    from artok.training.generator_trainer import class_grid
+    from artok.training.report import save_grid
+
+    return save_grid(class_grid(images, rows=classes), path)
