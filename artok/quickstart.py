@@ -137,7 +137,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
         tokenizer=tok_cfg, data=DataConfig(source="procedural", num_samples=num_images, num_workers=0),
         loss=LossConfig(perceptual_weight=0.0, gan_weight=0.0),
         train=TrainConfig(out_dir=str(out / "tokenizer"), seed=seed, batch_size=batch, max_steps=steps,
-                          max_minutes=budget.seconds("tokenizer") / 60 * 1.2, lr=4e-4, betas=(0.9, 0.95),
+                          max_minutes=budget.seconds("tokenizer") / 60 * 2, lr=4e-4, betas=(0.9, 0.95),
                           lr_schedule="cosine", warmup_steps=min(100, steps // 10), min_lr_ratio=0.05,
                           ema_decay=0.99, log_every=max(1, steps // 50), sample_every=max(1, steps // 4),
                           save_every=steps, eval_images=512, trackers=("tensorboard",), resume="never"))
@@ -175,7 +175,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
         "recipe": {"scale_lr": False, "sample_classes": list(range(classes)), "samples_per_class": 4,
                    "sample_cfg": 3.0, "sample_top_k": 0, "sample_top_p": 0.0, "sample_seed": seed},
         "train": {"out_dir": str(out / "generator"), "seed": seed, "batch_size": batch, "max_steps": steps,
-                  "max_minutes": seconds / 60 * 1.2, "lr": 1e-3, "warmup_steps": min(100, steps // 10),
+                  "max_minutes": seconds / 60 * 2, "lr": 1e-3, "warmup_steps": min(100, steps // 10),
                   "lr_schedule": "linear", "min_lr_ratio": 0.05, "weight_decay": 0.05, "ema_decay": 0.995,
                   "log_every": max(1, steps // 50), "sample_every": max(1, steps // 4), "save_every": steps,
                   "resume": "never"},
@@ -196,8 +196,10 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     metrics = {
         "minutes_budget": minutes, "minutes_used": budget.elapsed() / 60, "device": device,
         "tokenizer": {"steps": tok_result.step, "psnr": tok_eval.get("psnr"), "ssim": tok_eval.get("ssim"),
-                      "codebook_usage_per_scale": tok_eval.get("usage"),
-                      "perplexity_per_scale": tok_eval.get("perplexity"), "eval": tok_eval},
+                      "codebook_usage_per_scale": {f"{s['scale']}x{s['scale']}": s["usage"]
+                                                   for s in tok_eval.get("scales", [])},
+                      "perplexity_per_scale": {f"{s['scale']}x{s['scale']}": s["perplexity"]
+                                               for s in tok_eval.get("scales", [])}},
         "encode": {"images": encode_images, "seconds": encode_seconds,
                    "images_per_second": encode_images / max(encode_seconds, 1e-9),
                    "bytes_per_image": shard_bytes / max(1, manifest["num_records"])},

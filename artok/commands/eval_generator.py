@@ -167,7 +167,7 @@ def run(args) -> int:
 
 
 def register_generator(targets, formatter_class) -> None:
-    from artok.commands.sample import add_arguments
+    from artok.commands.sample import add_sampling_arguments
 
     p = targets.add_parser("generator", formatter_class=formatter_class, help="FID, sFID, IS, precision/recall",
                            description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
@@ -184,13 +184,7 @@ def register_generator(targets, formatter_class) -> None:
     p.add_argument("--no-inception-score", action="store_true", help="skip the Inception Score")
     p.add_argument("--allow-download", action="store_true", help="let the IS classifier weights be downloaded")
     p.add_argument("--k", type=int, default=3, help="neighbours for precision/recall")
-    # sampling settings, the same flags and defaults as artok sample (VAR's FID settings)
-    parser_like = _Collector()
-    add_arguments(parser_like)
-    for flags, kwargs in parser_like.arguments:
-        if flags[0] in ("--cfg", "--cfg-schedule", "--top-k", "--top-p", "--temperature", "--more-smooth", "--seed",
-                        "--batch-size", "--dtype", "--device", "--overwrite"):
-            p.add_argument(*flags, **kwargs)
+    add_sampling_arguments(p)  # the same flags and defaults as artok sample (VAR's FID settings)
     p.set_defaults(func=_run_checked)
 
 
@@ -198,16 +192,3 @@ def _run_checked(args) -> int:
     if not args.samples and not args.checkpoint:
         raise ValueError("give a pipeline CHECKPOINT to sample from, or --samples NPZ to evaluate existing samples")
     return run(args)
-
-
-class _Collector:
-    """Records ``add_argument`` calls (and ignores groups) so that the sampling flags are declared once."""
-
-    def __init__(self) -> None:
-        self.arguments: list[tuple[tuple, dict]] = []
-
-    def add_argument(self, *flags, **kwargs):
-        self.arguments.append((flags, kwargs))
-
-    def add_mutually_exclusive_group(self, **kwargs):
-        return self

@@ -32,6 +32,12 @@ def add_arguments(p) -> None:
     which.add_argument("--classes", nargs="+", type=int, metavar="ID", help="class ids to sample, one image each")
     which.add_argument("--per-class", type=int, metavar="N", help="N images of every class (50 for ImageNet FID)")
     p.add_argument("--out", required=True, help="output directory for the PNGs, grid.png and samples.npz")
+    add_sampling_arguments(p)
+    p.add_argument("--npz", action="store_true", help=f"also write {NPZ_NAME} (arr_0: uint8 N×H×W×3, labels)")
+
+
+def add_sampling_arguments(p) -> None:
+    """The sampling settings, shared by ``artok sample`` and ``artok eval generator`` (VAR's FID defaults)."""
     p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance strength (0: none)")
     p.add_argument("--cfg-schedule", choices=("linear", "constant"), default="linear",
                    help="linear: VAR's ramp from 0 at the first step to --cfg at the last; constant: --cfg throughout")
@@ -43,7 +49,6 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--npz", action="store_true", help=f"also write {NPZ_NAME} (arr_0: uint8 N×H×W×3, labels)")
     p.add_argument("--overwrite", action="store_true", help="replace samples already in --out")
 
 
