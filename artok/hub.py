@@ -56,7 +56,7 @@ def _download(repo_id: str) -> Path:
     except Exception as e:
         raise CheckpointError(
             f"'{repo_id}' is not a local directory and could not be downloaded from the Hugging Face Hub "
-            f"({type(e).__name__}: {e}). Without internet access, download it elsewhere "
+            f"({type(e).__name__}: {' '.join(str(e).split())}). Without internet access, download it elsewhere "
             f"(`huggingface-cli download {repo_id} --local-dir DIR`) and pass DIR."
         ) from None
 
