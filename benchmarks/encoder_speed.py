@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -287,6 +286,9 @@ def main() -> None:
                          "reconstructions": ev["reconstructions"]}
         if name == "msvit":
             results[name]["fine_fraction"] = float(tok.encoder.last_stats["encoder_fine_fraction"])
+        with open(args.out / "progress.jsonl", "a") as progress:  # survives an interrupted run
+            row = {k: v for k, v in results[name].items() if k != "reconstructions"}
+            progress.write(json.dumps({"encoder": name, **row, "final_l1": curves[name][-10:]}) + "\n")
     speed = images_per_second(tokenizers, held_out[:args.speed_batch], args.rounds)
 
     base = results["vit"]

@@ -219,3 +219,11 @@ def test_vit_encoder_is_a_plain_transformer_over_all_tokens():
         tokens = block(tokens)
     assert_close(enc(x), enc.to_grid(enc.head(tokens)), atol=0, what="forward")
     assert enc.last_stats["encoder_attention_tokens"] == 16
+
+
+@pytest.mark.parametrize("kind", ["vit", "tome", "msvit", "quadtree", "stvit"])
+def test_tiny_presets_build_each_encoder(kind):
+    tok = artok.build_tokenizer(f"tiny-var-{kind}").eval()
+    assert tok.config.encoder.kind == kind and type(tok.decoder) is ViTDecoder
+    ids = tok.tokenize(images())
+    assert tok.detokenize(ids).shape == (2, 3, 32, 32)

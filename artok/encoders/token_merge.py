@@ -95,7 +95,8 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int) -> Matching:
     return Matching(merge=merge, unmerge=unmerge, destination=destination, r=r)
 
 
-def merge_weighted_average(matching: Matching, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_weighted_average(matching: Matching, x: torch.Tensor,
+                           size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge x (B, N, C) as the size-weighted average of each merged group; size (B, N, 1) counts the
     original patches behind each token and is summed. Returns (B, N − r, C) and (B, N − r, 1)."""
     if matching.r == 0:
