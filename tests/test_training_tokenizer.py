@@ -71,7 +71,7 @@ def test_hybrid_tokenizer_trains_from_a_var_tokenizer_with_frozen_encoder_and_co
     var.save_pretrained(tmp_path / "var")
     cfg = load_config(TokenizerTrainConfig, ROOT / "configs" / "tiny" / "train-hart-tokenizer.yaml",
                       [f"--train.init_from={tmp_path / 'var'}", f"--train.out_dir={tmp_path / 'run'}", *FAST,
-                       "--train.max_steps=2", "--train.trackers=[]"])
+                       "--train.max_steps=1", "--train.trackers=[]", "--train.eval_images=2"])
     result = train_tokenizer(cfg, progress=False)
     tok = result.tokenizer
     assert type(tok).__name__ == "HybridTokenizer"
@@ -117,10 +117,11 @@ TWO_PROCESS_RUN = textwrap.dedent("""
     if __name__ == "__main__":
         from accelerate import notebook_launcher
 
+        from artok.commands.train import free_port
+
         root = Path(sys.argv[1])
-        notebook_launcher(run, (root / "uninterrupted", 4), num_processes=2)
-        notebook_launcher(run, (root / "resumed", 2), num_processes=2)   # stop after 2 steps
-        notebook_launcher(run, (root / "resumed", 4), num_processes=2)   # resume from out_dir, continue to 4
+        for out_dir, steps in (("uninterrupted", 3), ("resumed", 2), ("resumed", 3)):  # stop at 2, then resume
+            notebook_launcher(run, (root / out_dir, steps), num_processes=2, use_port=str(free_port()))
 """)
 
 
@@ -143,15 +144,14 @@ def test_two_process_training_resumes_identically_with_identical_codebooks(tmp_p
         assert not _differences(rank0, rank1), f"{name}: processes diverged: {_differences(rank0, rank1)[:5]}"
     assert not _differences(runs["uninterrupted"][0], runs["resumed"][0]), "resumed run differs from uninterrupted"
     codebook = runs["uninterrupted"][0]
-    assert int(codebook["model.quantizer.codebook.num_updates"]) == 4
+    assert int(codebook["model.quantizer.codebook.num_updates"]) == 3
     logs = [[json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
             for name in ("uninterrupted", "resumed")]
-    assert logs[0] == [{**r, "images_per_second": logs[0][i]["images_per_second"]} for i, r in enumerate(logs[1])] or \
-        [{k: v for k, v in r.items() if k != "images_per_second"} for r in logs[0]] == \
-        [{k: v for k, v in r.items() if k != "images_per_second"} for r in logs[1]]
+    timeless = [[{k: v for k, v in r.items() if k != "images_per_second"} for r in log] for log in logs]
+    assert timeless[0] == timeless[1]  # the same losses, usage and lr at every step
     assert sum(r["restarted_codes"] for r in logs[0]) > 0  # dead-code restarts happened, and stayed in sync
     # a prepared scheduler ticks once per process per step; the schedule still counts optimizer steps
-    assert [r["lr"] for r in logs[0]] == pytest.approx([2e-3 / 3, 1e-3, 1e-3, 1e-3])
+    assert [r["lr"] for r in logs[0]] == pytest.approx([2e-3 / 3, 1e-3, 1e-3])
 
 
 @pytest.mark.slow

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+
+
+def free_port() -> int:
+    """A TCP port that is free right now on this machine, for the processes' rendezvous (two runs on one
+    machine would otherwise both take accelerate's default 29500)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def accelerate_command(num_processes: int, mixed_precision: str, argv: list[str]) -> list[str]:
     """The ``accelerate launch`` command line that runs ``artok <argv>`` on ``num_processes`` processes."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
             "--num_machines", "1", "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
-            "-m", "artok.cli", *argv]
+            "--main_process_port", str(free_port()), "-m", "artok.cli", *argv]
 
 
 def _without(argv: list[str], flag: str) -> list[str]:

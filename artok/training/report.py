@@ -100,7 +100,8 @@ def plot_curves(records: list[dict], path: str | Path) -> Path | None:
         twin.set_ylabel("learning rate")
     ax.set_title("PSNR (batch) and learning rate")
     for a in axes[:2]:
-        a.legend(fontsize=7)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=7)
     for a in axes:
         a.set_xlabel("step")
         a.set_xlim(min(steps), max(max(steps), min(steps) + 1))

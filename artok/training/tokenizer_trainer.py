@@ -115,14 +115,14 @@ def train_tokenizer(cfg: TokenizerTrainConfig, *, progress: bool = True) -> Trai
     schedule = dict(schedule=t.lr_schedule, warmup_steps=t.warmup_steps, max_steps=t.max_steps,
                     min_lr_ratio=t.min_lr_ratio, ticks_per_step=accelerator.num_processes)
     scheduler = build_scheduler(optimizer, **schedule)
+    model, optimizer, scheduler = accelerator.prepare(tokenizer, optimizer, scheduler)
     discriminator = d_optimizer = d_scheduler = None
-    if cfg.loss.gan_weight > 0:
+    if cfg.loss.gan_weight > 0:  # GAN tokenizers: a second model and optimizer, updated in the same gan_step
         discriminator = PatchDiscriminator(channels=cfg.loss.discriminator_channels,
                                            num_layers=cfg.loss.discriminator_layers, norm=cfg.loss.discriminator_norm)
         d_optimizer = build_optimizer(discriminator, lr=t.discriminator_lr or t.lr, betas=t.betas)
         d_scheduler = build_scheduler(d_optimizer, **schedule)
         discriminator, d_optimizer, d_scheduler = accelerator.prepare(discriminator, d_optimizer, d_scheduler)
-    model, optimizer, scheduler = accelerator.prepare(tokenizer, optimizer, scheduler)
     tokenizer = accelerator.unwrap_model(model)
     ema = EMA(tokenizer, t.ema_decay) if t.ema_decay is not None else None
     state = TrainingState()
@@ -217,6 +217,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, *, progress: bool = True) -> Trai
             saved_at = state.step
             if main:
                 export(snapshot(), out / EXPORT_DIR)
+                plot_curves(metrics_log.read(), out / "loss_curves.png")
         if out_of_time:
             break
     bar.close()
