@@ -38,15 +38,15 @@ class Budget:
         return time.time() - self.started
 
 
-def banner(k: int, text: str) -> None:
-    print(f"\n[{k}/{STAGES}] {text}", flush=True)
+def banner(k: int, text: str, budget: "Budget") -> None:
+    print(f"\n[{k}/{STAGES}] {text}  ({budget.elapsed() / 60:.1f} min elapsed)", flush=True)
 
 
 def device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def probe_steps(step, seconds: float, *, warmup: int = 2, runs: int = 4, minimum: int = 20) -> int:
+def probe_steps(step, seconds: float, *, warmup: int = 1, runs: int = 2, minimum: int = 20) -> int:
     """How many calls of ``step()`` fit into ``seconds``, timed after ``warmup`` calls."""
     for _ in range(warmup):
         step()
@@ -132,7 +132,8 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     # 1. tokenizer ------------------------------------------------------------------------------------------
     batch = 32
     steps = probe_steps(_tokenizer_probe(batch, device), budget.seconds("tokenizer") * 0.85)
-    banner(1, f"training the tokenizer: {steps} steps of {batch} images (≈ {budget.seconds('tokenizer') / 60:.1f} min)")
+    banner(1, f"training the tokenizer: {steps} steps of {batch} images "
+              f"(≈ {budget.seconds('tokenizer') / 60:.1f} min)", budget)
     tcfg = TokenizerTrainConfig(
         tokenizer=tok_cfg, data=DataConfig(source="procedural", num_samples=num_images, num_workers=0),
         loss=LossConfig(perceptual_weight=0.0, gan_weight=0.0),
@@ -146,7 +147,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
 
     # 2. encode ---------------------------------------------------------------------------------------------
     encode_images = encode_images or int(min(8000, max(500, 800 * minutes)))
-    banner(2, f"encoding {encode_images} images to token shards")
+    banner(2, f"encoding {encode_images} images to token shards", budget)
     source = ProceduralShapes(num_samples=encode_images, image_size=size, seed=seed)
     t = time.time()
     manifest = encode_dataset(tok, ImageSource(source, size, "none"), out / "tokens", image_size=size,
@@ -155,11 +156,11 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     shard_bytes = sum((out / "tokens" / s["name"]).stat().st_size for s in manifest["shards"])
 
     # 3. classifier on real images (scores the samples) ----------------------------------------------------
-    banner(3, "training a small classifier on real images (to score the samples)")
-    train_x, train_y = real_images(4000, split="train", image_size=size)
+    banner(3, "training a small classifier on real images (to score the samples)", budget)
+    train_x, train_y = real_images(3000, split="train", image_size=size)
     test_x, test_y = real_images(1000, split="test", image_size=size)
     # a metric, so trained the same whatever the budget (its accuracy on real images is reported as a check)
-    classifier = train_classifier(train_x, train_y, num_classes=classes, steps=300, device=device,
+    classifier = train_classifier(train_x, train_y, num_classes=classes, steps=150, batch_size=32, device=device,
                                   progress=progress, seed=seed)
     real_accuracy = accuracy(classifier, test_x, test_y)
 
@@ -168,7 +169,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     # what the earlier stages left, less a reserve for sampling and the report
     seconds = max(20.0, min(1.15 * budget.seconds("generator"), 60 * minutes * 0.92 - budget.elapsed()))
     steps = probe_steps(_generator_probe(batch, device), seconds * 0.85)
-    banner(4, f"training the generator: {steps} steps of {batch} token maps (≈ {seconds / 60:.1f} min)")
+    banner(4, f"training the generator: {steps} steps of {batch} token maps (≈ {seconds / 60:.1f} min)", budget)
     gcfg = GeneratorTrainConfig.from_dict({
         "generator": generator_config(GENERATOR_PRESET).to_dict(), "tokenizer": str(out / "tokenizer" / "tokenizer"),
         "data": {"tokens": str(out / "tokens"), "num_workers": 0},
@@ -183,7 +184,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     gen_result = train_generator(gcfg, progress=progress)
 
     # 5. samples --------------------------------------------------------------------------------------------
-    banner(5, f"sampling {samples_per_class} images per class and scoring them")
+    banner(5, f"sampling {samples_per_class} images per class and scoring them", budget)
     samples, labels = sample_per_class(out / "generator" / "pipeline", classes, samples_per_class, seed=seed,
                                        device=device)
     sample_acc = accuracy(classifier, samples, labels)
@@ -191,7 +192,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     grid_path = save_class_grid(samples, classes, out / "samples_per_class.png")
 
     # 6. report ---------------------------------------------------------------------------------------------
-    banner(6, "writing the report")
+    banner(6, "writing the report", budget)
     tok_eval = tok_result.eval or {}
     metrics = {
         "minutes_budget": minutes, "minutes_used": budget.elapsed() / 60, "device": device,

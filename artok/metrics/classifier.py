@@ -12,7 +12,7 @@ from torch import nn
 class SmallClassifier(nn.Module):
     """Three conv stages with batch norm and global pooling: images (B, 3, H, W) in [-1, 1] → logits (B, K)."""
 
-    def __init__(self, num_classes: int, width: int = 32) -> None:
+    def __init__(self, num_classes: int, width: int = 16) -> None:
         super().__init__()
         layers, c = [], 3
         for w in (width, 2 * width, 4 * width):
