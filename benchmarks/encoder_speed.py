@@ -11,10 +11,12 @@ and the learned-feature scorer, STViT) inside the same multi-scale tokenizer, th
    busy shared CPU slows them alike).
 
 Writes ``results.json``, ``results.md`` (the table), ``loss_curves.png``, ``reconstructions.png`` and
-``token_layouts.png`` (where each encoder spent its tokens) under ``--out``. Images are random crops of
+``token_layouts.png`` (where each encoder spent its tokens) under ``--out``, and the trained tokenizers under
+``--out/models/`` (``--reuse`` measures them again without training). Images are random crops of
 scikit-image's bundled photos (``artok.data.builtin.SkimagePhotos``).
 
     python benchmarks/encoder_speed.py --out runs/encoder_speed
+    python benchmarks/encoder_speed.py --out runs/encoder_speed --reuse                 # re-measure only
     python benchmarks/encoder_speed.py --train-steps 0 --out runs/encoder_speed_only   # speed only
 """
 from __future__ import annotations
@@ -122,11 +124,16 @@ def evaluate(tok: Tokenizer, images: torch.Tensor, batch_size: int) -> dict:
 
 @torch.no_grad()
 def encoder_flops(tok: Tokenizer, images: torch.Tensor) -> float:
-    """Encoder FLOPs per image (matrix multiplications, convolutions and attention)."""
+    """Encoder FLOPs per image (matrix multiplications, convolutions and attention), counted one image at
+    a time: the algorithm's cost, without the padding a batch of MSViT images with different token counts
+    needs (which the images/s figure does include)."""
     tok.eval()
-    with FlopCounterMode(display=False) as counter:
-        tok.encoder(images)
-    return counter.get_total_flops() / len(images)
+    total = 0
+    for image in images.split(1):
+        with FlopCounterMode(display=False) as counter:
+            tok.encoder(image)
+        total += counter.get_total_flops()
+    return total / len(images)
 
 
 @torch.no_grad()
@@ -179,7 +186,7 @@ def save_reconstructions(images: torch.Tensor, recs: dict, path: Path, count: in
     import matplotlib.pyplot as plt
 
     rows = {"original": images[:count], **{k: v[:count] for k, v in recs.items()}}
-    fig, axes = plt.subplots(len(rows), count, figsize=(1.4 * count, 1.5 * len(rows)))
+    fig, axes = plt.subplots(len(rows), count, figsize=(1.4 * count, 1.5 * len(rows)), squeeze=False)
     for r, (name, batch) in enumerate(rows.items()):
         for c, image in enumerate(to_uint8(batch)):
             axes[r, c].imshow(image)
@@ -202,7 +209,7 @@ def save_layouts(tokenizers: dict, images: torch.Tensor, path: Path, args, count
     p, g = args.patch_size, args.image_size // args.patch_size
     palette = torch.rand(g * g, 3, generator=torch.Generator().manual_seed(0))
     names = [n for n in tokenizers if n != "vit"]
-    fig, axes = plt.subplots(len(names), count, figsize=(2.2 * count, 2.3 * len(names)))
+    fig, axes = plt.subplots(len(names), count, figsize=(2.2 * count, 2.3 * len(names)), squeeze=False)
     for r, name in enumerate(names):
         enc = tokenizers[name].encoder.eval()
         enc(x)
@@ -260,6 +267,8 @@ def main() -> None:
     parser.add_argument("--speed-batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true",
+                        help="load the tokenizers a previous run saved under OUT/models/ instead of training")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -270,14 +279,22 @@ def main() -> None:
             parser.error(f"unknown encoders {unknown}; choose from {sorted(configs)}")
         configs = {k: v for k, v in configs.items() if k in args.encoders or k == "vit"}
     print(f"building {args.pool} training and {args.eval_images} held-out crops of {args.image_size} px ...")
-    pool = crops(args.pool, args.image_size, seed=args.seed) if args.train_steps else None
+    pool = crops(args.pool, args.image_size, seed=args.seed) if args.train_steps and not args.reuse else None
     held_out = crops(args.eval_images, args.image_size, seed=args.seed + 1)
 
     tokenizers, curves, results = {}, {}, {}
     for name, cfg in configs.items():
-        torch.manual_seed(args.seed)
-        tok = tokenizer_for(cfg, args)
-        curves[name] = train(name, tok, pool, args) if args.train_steps else []
+        saved = args.out / "models" / name
+        if args.reuse and (saved / "config.json").exists():
+            tok = Tokenizer.from_pretrained(saved)
+            curves[name] = json.loads((saved / "loss_curve.json").read_text())
+            print(f"{name}: reusing the tokenizer trained in {saved}")
+        else:
+            torch.manual_seed(args.seed)
+            tok = tokenizer_for(cfg, args)
+            curves[name] = train(name, tok, pool, args) if args.train_steps else []
+            tok.save_pretrained(saved)
+            (saved / "loss_curve.json").write_text(json.dumps(curves[name]))
         tokenizers[name] = tok
         ev = evaluate(tok, held_out, args.speed_batch)
         results[name] = {"psnr_db": ev["psnr"], "attention_tokens": ev["attention_tokens"],
