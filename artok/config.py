@@ -1008,10 +1008,11 @@ def _generator_train_defaults() -> TrainConfig:
 
 @dataclass
 class GeneratorTrainConfig(Config):
-    """A generator training run: the model (a ``GeneratorConfig``, or a preset name in YAML), the tokenizer
-    checkpoint whose ids it models, the data, the recipe and the runtime knobs."""
+    """A generator training run: the model (a ``GeneratorConfig`` for VAR/raster generators, a ``HartConfig``
+    for class-conditional HART with its residual diffusion head, or a preset name of either in YAML), the
+    tokenizer checkpoint whose ids it models, the data, the recipe and the runtime knobs."""
 
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    generator: GeneratorConfig | HartConfig = field(default_factory=GeneratorConfig)
     tokenizer: str = ""
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     recipe: GeneratorRecipeConfig = field(default_factory=GeneratorRecipeConfig)
@@ -1020,17 +1021,25 @@ class GeneratorTrainConfig(Config):
     @classmethod
     def from_dict(cls, data: dict, *, where: str | None = None):
         if isinstance(data, dict) and isinstance(data.get("generator"), str):
-            from artok.registry import generator_config  # registry imports this module
+            from artok.registry import HART_PRESETS, generator_config, hart_config  # registry imports this module
 
-            data = {**data, "generator": generator_config(data["generator"]).to_dict()}
+            name = data["generator"]
+            data = {**data, "generator": (hart_config(name) if name in HART_PRESETS else generator_config(name)).to_dict()}
         if isinstance(data, dict) and isinstance(data.get("train"), dict):
             # train keys not given keep the generator defaults, not TrainConfig's tokenizer defaults
             data = {**data, "train": {**_generator_train_defaults().to_dict(), **data["train"]}}
         return super().from_dict(data, where=where)
 
+    @property
+    def is_hart(self) -> bool:
+        return isinstance(self.generator, HartConfig)
+
     def validate(self) -> None:
+        if self.is_hart and not self.generator.class_conditional:
+            raise ConfigError("generator: the trainer trains class-conditional HART (num_classes > 0); text-to-image "
+                              "HART needs text-encoder contexts per image, which token shards do not hold")
         p = self.recipe.progressive_start
-        if p and (p > len(self.generator.scales) or self.generator.block_unit != "scale"):
+        if p and (self.is_hart or p > len(self.generator.scales) or self.generator.block_unit != "scale"):
             raise ConfigError(f"recipe.progressive_start={p}: progressive training needs next-scale blocks and at "
                               f"most {len(self.generator.scales)} scales")
         if any(c >= self.generator.num_classes for c in self.recipe.sample_classes):

@@ -215,3 +215,43 @@ def test_two_process_training_resumes_identically(encoded, tmp_path):
     a, b = runs["uninterrupted"][0], runs["resumed"][0]
     assert [k for k in a if not torch.equal(a[k], b[k])] == [], "the resumed run differs from the uninterrupted one"
     assert "resumed from" not in proc.stdout.split("uninterrupted")[0]
+
+
+def test_class_conditional_hart_trains_with_its_diffusion_head(encoded, tmp_path):
+    """HART from a hybrid tokenizer's shards (ids + float16 residuals): cross-entropy and diffusion loss fall
+    together, the EMA pipeline is exported and samples through HART's sampler."""
+    tok = build_tokenizer("tiny-hart-tokenizer").eval()
+    torch.nn.init.normal_(tok.quantizer.codebook.embedding.weight)
+    tok.save_pretrained(tmp_path / "hart_tok")
+    encode_dataset(tok, Images(), tmp_path / "hart_tokens", image_size=32, shard_size=16, progress=False)
+    assert "residual" in TokenDataset(tmp_path / "hart_tokens").dtype.names
+    cfg = GeneratorTrainConfig.from_dict({
+        "generator": "tiny-hart-c2i", "tokenizer": str(tmp_path / "hart_tok"),
+        "data": {"tokens": str(tmp_path / "hart_tokens"), "num_workers": 0},
+        "recipe": {"sample_classes": [0, 1], "samples_per_class": 1, "scale_lr": False},
+        "train": {"out_dir": str(tmp_path / "run"), "max_steps": 12, "batch_size": 8, "lr": 3e-3, "warmup_steps": 0,
+                  "log_every": 4, "sample_every": 12, "save_every": 12, "trackers": ["none"], "ema_decay": 0.9}})
+    assert cfg.is_hart
+    result = train_generator(cfg, progress=False)
+    logs = [__import__("json").loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"ce", "diffusion", "accuracy"} <= logs[0].keys()
+    assert logs[-1]["ce"] < logs[0]["ce"]
+    pipe = artok.from_pretrained(tmp_path / "run" / "pipeline")
+    assert type(pipe.generator).__name__ == "HartTransformer"
+    from artok.sampling import generate
+
+    out = generate(pipe.generator, pipe.tokenizer, torch.tensor([0, 1]), cfg_scale=1.5,
+                   generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (2, 3, 32, 32) and torch.isfinite(out.images).all()
+    assert (tmp_path / "run" / "samples" / "step_0000012.png").exists()
+    assert result.step == 12
+
+
+def test_hart_needs_a_hybrid_tokenizer(encoded, tmp_path):
+    cfg = GeneratorTrainConfig.from_dict({
+        "generator": "tiny-hart-c2i", "tokenizer": str(encoded / "tok"), "data": {"tokens": str(encoded / "tokens")},
+        "recipe": {"sample_classes": [0]}, "train": {"out_dir": str(tmp_path / "run"), "trackers": ["none"]}})
+    with pytest.raises(ConfigError, match="hybrid tokenizer"):
+        train_generator(cfg, progress=False)
+    with pytest.raises(ConfigError, match="class-conditional HART"):
+        GeneratorTrainConfig.from_dict({"generator": "tiny-hart-t2i", "tokenizer": "x", "recipe": {"sample_classes": []}})

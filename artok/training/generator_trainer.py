@@ -20,7 +20,7 @@ from artok.config import ConfigError, GeneratorTrainConfig
 from artok.data.encode import weights_hash
 from artok.data.tokens import TokenDataset
 from artok.hub import Pipeline
-from artok.registry import build_generator
+from artok.registry import build_generator, build_hart
 from artok.sampling import check_compatible, generate
 from artok.training.checkpoint import TrainingState, export, freeze, initialize_from, resume, save_checkpoint
 from artok.training.ema import EMA
@@ -62,12 +62,18 @@ class TokenTrainingSet(Dataset):
             g = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
             offset = int(torch.randint(0, int(self.counts[index]), (), generator=g))
         record = self.tokens[int(self.starts[index] + offset)]
-        return {"ids": record.ids, "label": record.label}
+        item = {"ids": record.ids, "label": record.label}
+        if record.residual is not None:
+            item["residual"] = record.residual  # (C, h, w): a hybrid tokenizer's continuous residual
+        return item
 
 
 def collate_ids(samples: list[dict]) -> dict:
-    return {"ids": [torch.stack([s["ids"][k] for s in samples]) for k in range(len(samples[0]["ids"]))],
-            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.long)}
+    batch = {"ids": [torch.stack([s["ids"][k] for s in samples]) for k in range(len(samples[0]["ids"]))],
+             "labels": torch.tensor([s["label"] for s in samples], dtype=torch.long)}
+    if "residual" in samples[0]:
+        batch["residual"] = torch.stack([s["residual"] for s in samples])
+    return batch
 
 
 def check_tokens_match(tokens: TokenDataset, tok, tokenizer_path: str) -> None:
@@ -125,6 +131,38 @@ def generator_step(accelerator, model, tok, optimizer, scheduler, ids: list[torc
             logs["accuracy_last_scale"] = correct[:, -last:].mean()
         if grad_norm is not None:
             logs["grad_norm"] = torch.as_tensor(grad_norm).detach().float()
+    return logs
+
+
+class HartObjective(torch.nn.Module):
+    """HART's training losses (cross-entropy of the kept tokens + the residual diffusion loss) as a forward
+    pass, so that Accelerate's DDP wrapper sees a forward and synchronises the gradients."""
+
+    def __init__(self, hart: torch.nn.Module) -> None:
+        super().__init__()
+        self.hart = hart
+
+    def forward(self, ids, inputs, labels, residual, codebook) -> dict:
+        return self.hart.training_losses(ids, inputs, labels, residual=residual, codebook=codebook)
+
+
+def hart_step(accelerator, model, tok, optimizer, scheduler, ids: list[torch.Tensor], labels: torch.Tensor,
+              residual: torch.Tensor, codebook: torch.Tensor, *, grad_clip: float | None = None) -> dict:
+    """One micro-step of HART training: MAR-masked last scale, cross-entropy plus diffusion loss."""
+    with torch.no_grad():
+        inputs = tok.teacher_inputs(ids)
+    with accelerator.accumulate(model):
+        losses = model(ids, inputs, labels, residual, codebook)
+        accelerator.backward(losses["loss"])
+        grad_norm = None
+        if accelerator.sync_gradients and grad_clip is not None:
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    logs = {k: v.detach().float() for k, v in losses.items()}
+    if grad_norm is not None:
+        logs["grad_norm"] = torch.as_tensor(grad_norm).detach().float()
     return logs
 
 
@@ -207,8 +245,11 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
         raise ConfigError("train.ema_decay: an EMA copy of an FSDP-sharded generator would hold the full model on "
                           "every process; set train.ema_decay: null with FSDP")
     tok = load_tokenizer(cfg.tokenizer, accelerator.device)
+    if cfg.is_hart and not hasattr(tok, "residual"):
+        raise ConfigError(f"tokenizer: HART trains on a hybrid tokenizer's ids and residuals; {cfg.tokenizer} holds "
+                          f"a {tok.config.quantizer.kind} tokenizer")
     set_seed(t.seed)
-    generator_model = build_generator(cfg.generator)
+    generator_model = build_hart(cfg.generator) if cfg.is_hart else build_generator(cfg.generator)
     check_compatible(generator_model, tok)
     if t.init_from:
         initialize_from(generator_model, t.init_from)
@@ -219,8 +260,12 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
     scheduler = build_scheduler(optimizer, schedule=t.lr_schedule, warmup_steps=t.warmup_steps,
                                 max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio,
                                 ticks_per_step=accelerator.num_processes)
-    model, optimizer, scheduler = accelerator.prepare(generator_model, optimizer, scheduler)
+    model, optimizer, scheduler = accelerator.prepare(HartObjective(generator_model) if cfg.is_hart else generator_model,
+                                                      optimizer, scheduler)
     generator_model = accelerator.unwrap_model(model)
+    if cfg.is_hart:
+        generator_model = generator_model.hart
+        codebook = tok.indices_to_codes(torch.arange(tok.codebook_size, device=accelerator.device))  # (V, C)
     ema = EMA(generator_model, t.ema_decay) if t.ema_decay is not None else None
     state = TrainingState()
     for obj in (state, ema):
@@ -265,14 +310,18 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
     model.train()
     while state.step < t.max_steps:
         batch = next(batches)
-        ids, labels = _batch_ids(batch, tok, accelerator.device)
+        ids, labels, residual = _batch_ids(batch, tok, accelerator.device, hybrid=cfg.is_hart)
         labels = map_labels(labels, generator_model.num_classes)
         num_scales = active_scales(state.step, num_scales=len(tok.scales), start=recipe.progressive_start,
                                    steps=recipe.progressive_steps)
-        num_active = sum(generator_model.block_sizes[:num_scales]) if generator_model.config.block_unit == "scale" \
-            else generator_model.num_tokens
-        logs = generator_step(accelerator, model, tok, optimizer, scheduler, ids, labels, num_active=num_active,
-                              label_smoothing=recipe.label_smoothing, grad_clip=t.grad_clip)
+        if cfg.is_hart:
+            logs = hart_step(accelerator, model, tok, optimizer, scheduler, ids, labels, residual, codebook,
+                             grad_clip=t.grad_clip)
+        else:
+            num_active = (sum(generator_model.block_sizes[:num_scales]) if generator_model.config.block_unit == "scale"
+                          else generator_model.num_tokens)
+            logs = generator_step(accelerator, model, tok, optimizer, scheduler, ids, labels, num_active=num_active,
+                                  label_smoothing=recipe.label_smoothing, grad_clip=t.grad_clip)
         state.samples_seen += labels.shape[0]
         means.add(logs)
         if not accelerator.sync_gradients:
@@ -341,8 +390,19 @@ def _training_loader(cfg: GeneratorTrainConfig, tok, accelerator, *, start: int)
     return loader, len(dataset)
 
 
-def _batch_ids(batch: dict, tok, device) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Token ids per scale and labels of a batch; images are tokenized on the fly."""
+def _batch_ids(batch: dict, tok, device, *, hybrid: bool = False):
+    """Token ids per scale, labels and (hybrid) the continuous residual of a batch; images are tokenized on the
+    fly."""
+    labels = batch["labels"].to(device)
     if "ids" in batch:
-        return [i.to(device) for i in batch["ids"]], batch["labels"].to(device)
-    return tok.tokenize(batch["images"].to(device)), batch["labels"].to(device)
+        ids = [i.to(device) for i in batch["ids"]]
+        residual = batch.get("residual")
+        if hybrid and residual is None:
+            raise ConfigError("data.tokens holds no continuous residuals: encode with the hybrid tokenizer")
+        return ids, labels, (residual.to(device) if residual is not None else None)
+    images = batch["images"].to(device)
+    if hybrid:
+        with torch.no_grad():
+            ids, residual = tok.tokenize_hybrid(images)
+        return ids, labels, residual
+    return tok.tokenize(images), labels, None
