@@ -28,7 +28,6 @@ import math
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler
 
 # ---------------------------------------------------------------------------------------------------------
 # Schedule
@@ -140,6 +139,8 @@ class ResidualDiffusion:
         kwargs = dict(num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2",
                       variance_type="learned_range", prediction_type="epsilon", clip_sample=True,
                       clip_sample_range=1.0)
+        from diffusers import DDPMScheduler  # imported here: diffusers takes seconds to import
+
         self.train_scheduler = DDPMScheduler(**kwargs)
         self.sample_scheduler = DDPMScheduler(**kwargs)
         steps = respaced_timesteps(num_train_timesteps, num_sampling_steps)
