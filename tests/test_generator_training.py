@@ -255,3 +255,20 @@ def test_hart_needs_a_hybrid_tokenizer(encoded, tmp_path):
         train_generator(cfg, progress=False)
     with pytest.raises(ConfigError, match="class-conditional HART"):
         GeneratorTrainConfig.from_dict({"generator": "tiny-hart-t2i", "tokenizer": "x", "recipe": {"sample_classes": []}})
+
+
+def test_weight_decay_spares_embeddings_norms_and_biases():
+    from artok.registry import build_generator
+    from artok.training.optim import weight_matrix_groups
+
+    gen = build_generator("tiny-var")
+    decay, no_decay = weight_matrix_groups(gen, 0.05)
+    names = {id(p): n for n, p in gen.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    spared = {names[id(p)] for p in no_decay["params"]}
+    for table in ("class_embed.weight", "pos_embed", "level_embed.weight", "start_embed"):
+        assert table in spared, table
+    assert "word_embed.weight" in decayed and "head.weight" in decayed
+    assert not any(n.endswith("bias") for n in decayed)
+    assert all(gen.get_parameter(n).ndim >= 2 for n in decayed)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0

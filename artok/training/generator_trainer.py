@@ -25,7 +25,7 @@ from artok.sampling import check_compatible, generate
 from artok.training.checkpoint import TrainingState, export, freeze, initialize_from, resume, save_checkpoint
 from artok.training.ema import EMA
 from artok.training.loop import RunningMeans
-from artok.training.optim import build_optimizer, build_scheduler
+from artok.training.optim import build_scheduler, weight_matrix_groups
 from artok.training.report import MetricsLog, plot_curves, save_grid
 from artok.training.tokenizer_trainer import build_accelerator, flat_config, log_images
 
@@ -256,7 +256,10 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
     freeze(generator_model, t.freeze)
     global_batch = t.batch_size * t.gradient_accumulation_steps * accelerator.num_processes
     lr = t.lr * global_batch / 256 if recipe.scale_lr else t.lr
-    optimizer = build_optimizer(generator_model, lr=lr, betas=t.betas, weight_decay=t.weight_decay)
+    groups = weight_matrix_groups(generator_model, t.weight_decay)  # no decay on embeddings, norms, biases
+    if not groups:
+        raise ConfigError("the generator has no trainable parameters (is everything frozen?)")
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     scheduler = build_scheduler(optimizer, schedule=t.lr_schedule, warmup_steps=t.warmup_steps,
                                 max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio,
                                 ticks_per_step=accelerator.num_processes)

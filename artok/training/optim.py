@@ -52,3 +52,17 @@ def build_scheduler(optimizer, *, schedule: str, warmup_steps: int, max_steps: i
                          min_lr_ratio=min_lr_ratio)
 
     return LambdaLR(optimizer, factor)
+
+
+def weight_matrix_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay only the weight matrices of linear and convolution layers; embeddings (class, position, level
+    and start tables), norms, biases and free scalars get none (VAR's and nanoGPT's rule for transformers).
+    Decided by module type, so a new embedding table is exempt without a name list."""
+    decay_ids = {id(m.weight) for m in model.modules()
+                 if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.weight.requires_grad}
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if id(p) in decay_ids else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
