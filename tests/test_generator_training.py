@@ -272,3 +272,14 @@ def test_weight_decay_spares_embeddings_norms_and_biases():
     assert not any(n.endswith("bias") for n in decayed)
     assert all(gen.get_parameter(n).ndim >= 2 for n in decayed)
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+
+
+def test_bf16_and_gradient_accumulation(encoded, tmp_path):
+    """bf16 autocast (the quantizer-side work stays fp32) with 2 accumulation micro-steps per optimizer step."""
+    cfg = config(encoded, tmp_path / "run", max_steps=2, mixed_precision="bf16", gradient_accumulation_steps=2,
+                 batch_size=4, save_every=2)
+    result = train_generator(cfg, progress=False)
+    assert result.step == 2
+    logs = [__import__("json").loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert np.isfinite(logs[-1]["loss"])
+    assert all(torch.isfinite(p).all() for p in result.generator.parameters())
