@@ -130,7 +130,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
           f"writing to {out}", flush=True)
 
     # 1. tokenizer ------------------------------------------------------------------------------------------
-    batch = 32
+    batch = 16
     steps = probe_steps(_tokenizer_probe(batch, device), budget.seconds("tokenizer") * 0.85)
     banner(1, f"training the tokenizer: {steps} steps of {batch} images "
               f"(≈ {budget.seconds('tokenizer') / 60:.1f} min)", budget)
@@ -165,7 +165,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     real_accuracy = accuracy(classifier, test_x, test_y)
 
     # 4. generator ------------------------------------------------------------------------------------------
-    batch = 64
+    batch = 32
     # what the earlier stages left, less a reserve for sampling and the report
     seconds = max(20.0, min(1.15 * budget.seconds("generator"), 60 * minutes * 0.92 - budget.elapsed()))
     steps = probe_steps(_generator_probe(batch, device), seconds * 0.85)

@@ -70,15 +70,16 @@ def _tiny_vq() -> TokenizerConfig:
     )
 
 
-QUICKSTART_SCALES = (1, 2, 3, 4, 6, 8)
+QUICKSTART_SCALES = (1, 2, 4, 8)
 
 
 @tokenizer_preset("quickstart-var-vqvae")
 def _quickstart_var_vqvae() -> TokenizerConfig:
-    """The quickstart's tokenizer: 32 px → 8×8 latent (downsampling 4), 6 scales, V=512, C=16, dead-code restart."""
+    """The quickstart's tokenizer, sized for minutes of CPU: 32 px → 8×8 latent (downsampling 4), scales
+    (1, 2, 4, 8), V=512, C=16, dead-code restart."""
     return TokenizerConfig(
         image_size=32, latent_channels=16,
-        encoder=ConvEncoderConfig(ch=64, ch_mult=(1, 2, 2), num_res_blocks=1),
+        encoder=ConvEncoderConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1),
         quantizer=QuantizerConfig(kind="msrq", codebook_size=512, scales=QUICKSTART_SCALES, dead_code_threshold=0.5),
     )
 
@@ -181,10 +182,10 @@ def _tiny_raster() -> GeneratorConfig:
 
 @generator_preset("quickstart-var")
 def _quickstart_var() -> GeneratorConfig:
-    """The quickstart's generator: 6 blocks of width 192 over quickstart-var-vqvae's 6 scales, 10 classes."""
+    """The quickstart's generator: 4 blocks of width 128 over quickstart-var-vqvae's 4 scales, 10 classes."""
     return GeneratorConfig(
         num_classes=10, codebook_size=512, latent_channels=16, scales=QUICKSTART_SCALES, block_unit="scale",
-        depth=6, embed_dim=192, num_heads=6, mlp_ratio=4.0, class_dropout=0.1,
+        depth=4, embed_dim=128, num_heads=4, mlp_ratio=4.0, class_dropout=0.1,
     )
 
 
