@@ -154,3 +154,27 @@ def test_training_configs_load_and_have_tiny_twins(name):
     assert full.tokenizer.quantizer.kind == tiny.tokenizer.quantizer.kind
     assert tiny.tokenizer.image_size == 32 and tiny.loss.perceptual_weight == 0.0  # offline on CPU
     assert full.train.freeze == tiny.train.freeze
+
+
+def test_bf16_autocast_keeps_quantizer_math_in_fp32():
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    try:
+        torch.manual_seed(0)
+        tok = artok.build_tokenizer("tiny-var-vqvae")
+        loss_fn = TokenizerLoss(LossConfig(perceptual_weight=0.0))
+        opt = build_optimizer(tok, lr=1e-3, betas=(0.5, 0.9))
+        sched = build_scheduler(opt, schedule="constant", warmup_steps=0, max_steps=10)
+        model, opt, sched = accelerator.prepare(tok, opt, sched)
+        images = torch.rand(2, 3, 32, 32) * 2 - 1
+        out = model(images)
+        assert out.reconstruction.dtype == torch.bfloat16  # autocast is on ...
+        assert out.losses["commitment"].dtype == torch.float32  # ... and the quantizer computed in fp32
+        logs = gan_step(accelerator, model, None, opt, None, sched, None, loss_fn, images, step=0, grad_clip=1.0)
+        assert all(torch.isfinite(v).all() for v in logs.values())
+        assert tok.quantizer.codebook.weight.dtype == torch.float32
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
