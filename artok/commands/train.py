@@ -44,6 +44,27 @@ def _without(argv: list[str], flag: str) -> list[str]:
     return out
 
 
+def relaunch_or_print(args, cfg) -> int | None:
+    """Run the command again under ``accelerate launch`` for ``--num-processes`` > 1, or print the resolved
+    config for ``--dry-run``; returns the exit code then, None when the caller should train here."""
+    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ and not args.dry_run:
+        argv = ["train", "tokenizer", *(["--config", args.config] if args.config else []),
+                *(["--no-progress"] if args.no_progress else []), *_dotted(overrides)]
+        return subprocess.call(accelerate_command(args.num_processes, cfg.train.mixed_precision, argv))
+    if args.dry_run:
+        print(cfg.to_yaml(), end="")
+        return 0
+    return None
+
+
+def _dotted(overrides: dict) -> list[str]:
+    """{"train.lr": 3e-4} → ["--train.lr=0.0003"], values written as YAML so they parse back identically."""
+    import yaml
+
+    return [f"--{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in overrides.items()]
+
+
 def run_tokenizer(args) -> int:
     from artok.config import TokenizerTrainConfig
     from artok.training.args import load_config, parse_overrides
@@ -59,12 +80,9 @@ def run_tokenizer(args) -> int:
     if args.mixed_precision:
         overrides["train.mixed_precision"] = args.mixed_precision
     cfg = load_config(TokenizerTrainConfig, args.config, overrides)
-    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        argv = _without(sys.argv[1:], "--num-processes")
-        return subprocess.call(accelerate_command(args.num_processes, cfg.train.mixed_precision, argv))
-    if args.dry_run:
-        print(cfg.to_yaml(), end="")
-        return 0
+    handled = relaunch_or_print(args, cfg)
+    if handled is not None:
+        return handled
     from artok.training.tokenizer_trainer import train_tokenizer
 
     result = train_tokenizer(cfg, progress=not args.no_progress)

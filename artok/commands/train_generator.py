@@ -3,13 +3,10 @@ several (``--num-processes N`` re-runs the command under ``accelerate launch``).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 
 def run_generator(args) -> int:
-    from artok.commands.train import _without, accelerate_command
+    from artok.commands.train import relaunch_or_print
     from artok.config import GeneratorTrainConfig
     from artok.training.args import parse_overrides
 
@@ -35,12 +32,9 @@ def run_generator(args) -> int:
     if overrides:
         cfg = cfg.override(overrides)
     cfg.check_runnable()
-    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        argv = _without(sys.argv[1:], "--num-processes")
-        return subprocess.call(accelerate_command(args.num_processes, cfg.train.mixed_precision, argv))
-    if args.dry_run:
-        print(cfg.to_yaml(), end="")
-        return 0
+    handled = relaunch_or_print(args, cfg)
+    if handled is not None:
+        return handled
     from artok.training.generator_trainer import train_generator
 
     result = train_generator(cfg, progress=not args.no_progress)

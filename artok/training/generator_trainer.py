@@ -116,21 +116,32 @@ def generator_step(accelerator, model, tok, optimizer, scheduler, ids: list[torc
         target = targets[:, :num_active]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
                                label_smoothing=label_smoothing)
-        accelerator.backward(loss)
-        grad_norm = None
-        if accelerator.sync_gradients and grad_clip is not None:
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = _backward_and_step(accelerator, model, optimizer, scheduler, loss, grad_clip)
     with torch.no_grad():
         correct = (logits.argmax(-1) == target).float()
         logs = {"loss": loss.detach(), "accuracy": correct.mean()}
         last = tok.scales[-1] ** 2 if num_active == targets.shape[1] and len(tok.scales) > 1 else 0
         if last:
             logs["accuracy_last_scale"] = correct[:, -last:].mean()
-        if grad_norm is not None:
-            logs["grad_norm"] = torch.as_tensor(grad_norm).detach().float()
+    return _with_grad_norm(logs, grad_norm)
+
+
+def _backward_and_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor, grad_clip: float | None):
+    """Backward, clip when gradients are synchronised, step; inside ``accelerator.accumulate``. Returns the
+    gradient norm before clipping (None when not clipped this micro-step)."""
+    accelerator.backward(loss)
+    grad_norm = None
+    if accelerator.sync_gradients and grad_clip is not None:
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def _with_grad_norm(logs: dict, grad_norm) -> dict:
+    if grad_norm is not None:
+        logs["grad_norm"] = torch.as_tensor(grad_norm).detach().float()
     return logs
 
 
@@ -153,17 +164,8 @@ def hart_step(accelerator, model, tok, optimizer, scheduler, ids: list[torch.Ten
         inputs = tok.teacher_inputs(ids)
     with accelerator.accumulate(model):
         losses = model(ids, inputs, labels, residual, codebook)
-        accelerator.backward(losses["loss"])
-        grad_norm = None
-        if accelerator.sync_gradients and grad_clip is not None:
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-    logs = {k: v.detach().float() for k, v in losses.items()}
-    if grad_norm is not None:
-        logs["grad_norm"] = torch.as_tensor(grad_norm).detach().float()
-    return logs
+        grad_norm = _backward_and_step(accelerator, model, optimizer, scheduler, losses["loss"], grad_clip)
+    return _with_grad_norm({k: v.detach().float() for k, v in losses.items()}, grad_norm)
 
 
 # ---------------------------------------------------------------------------------------------------------
