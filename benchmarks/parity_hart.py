@@ -14,16 +14,9 @@ from safetensors.torch import load_file
 
 from artok import convert
 from artok.sampling_hart import generate_hart
+from parity_common import HEADER, row  # benchmarks/parity_common.py
 
 SCALES = (1, 2, 3, 4, 6, 8)
-
-
-def row(name: str, actual: torch.Tensor, expected: torch.Tensor) -> str:
-    if not actual.is_floating_point():
-        same = torch.equal(actual, expected)
-        return f"| {name} | {'identical' if same else f'{int((actual != expected).sum())} differ'} | |"
-    d = (actual.double() - expected.double()).abs()
-    return f"| {name} | {d.max().item():.2e} | {d.mean().item():.2e} |"
 
 
 @torch.no_grad()
@@ -31,7 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", default=str(Path(__file__).parent.parent / "tests" / "fixtures"))
     fx = Path(ap.parse_args().fixtures) / "hart"
-    rows = ["| tensor | max abs diff | mean abs diff |", "|---|---|---|"]
+    rows = list(HEADER)
     raster = lambda t: rearrange(t, "b c h w -> b (h w) c")  # noqa: E731
 
     # -- tokenizer --------------------------------------------------------------------------------------

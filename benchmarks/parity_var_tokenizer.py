@@ -12,14 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from artok import convert
-
-
-def row(name: str, actual: torch.Tensor, expected: torch.Tensor) -> str:
-    if not actual.is_floating_point():
-        same = torch.equal(actual, expected)
-        return f"| {name} | {'identical' if same else f'{int((actual != expected).sum())} differ'} | |"
-    d = (actual.double() - expected.double()).abs()
-    return f"| {name} | {d.max().item():.2e} | {d.mean().item():.2e} |"
+from parity_common import HEADER, row  # benchmarks/parity_common.py
 
 
 @torch.no_grad()
@@ -27,7 +20,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", default=str(Path(__file__).parent.parent / "tests" / "fixtures"))
     fx = Path(ap.parse_args().fixtures) / "var"
-    rows = ["| tensor | max abs diff | mean abs diff |", "|---|---|---|"]
+    rows = list(HEADER)
 
     io = load_file(str(fx / "vqvae_io.safetensors"))
     tok = convert.var_vqvae(fx / "vqvae_state_dict.safetensors", scales=(1, 2, 3, 4, 5, 6, 8))

@@ -16,16 +16,9 @@ from safetensors.torch import load_file
 
 from artok import convert
 from artok.sampling import generate, guidance_strength
+from parity_common import HEADER, row  # benchmarks/parity_common.py
 
 SCALES = (1, 2, 3, 4, 5, 6, 8)
-
-
-def row(name: str, actual: torch.Tensor, expected: torch.Tensor) -> str:
-    if not actual.is_floating_point():
-        same = torch.equal(actual, expected)
-        return f"| {name} | {'identical' if same else f'{int((actual != expected).sum())} of {actual.numel()} differ'} | |"
-    d = (actual.double() - expected.double()).abs()
-    return f"| {name} | {d.max().item():.2e} | {d.mean().item():.2e} |"
 
 
 @torch.no_grad()
@@ -35,7 +28,7 @@ def main() -> None:
     fx = Path(ap.parse_args().fixtures) / "var"
     tok = convert.var_vqvae(fx / "vqvae_state_dict.safetensors", scales=SCALES)
     var_input = load_file(str(fx / "vqvae_io.safetensors"))["var_input"]
-    rows = ["| tensor | max abs diff | mean abs diff |", "|---|---|---|"]
+    rows = list(HEADER)
     for name, heads in (("var_a", None), ("var_b", 2)):
         io = load_file(str(fx / f"{name}_io.safetensors"))
         spec = json.loads((fx / f"{name}.json").read_text())
