@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -48,21 +49,16 @@ def relaunch_or_print(args, cfg) -> int | None:
     """Run the command again under ``accelerate launch`` for ``--num-processes`` > 1, or print the resolved
     config for ``--dry-run``; returns the exit code then, None when the caller should train here."""
     if args.num_processes > 1 and "LOCAL_RANK" not in os.environ and not args.dry_run:
-        argv = ["train", "tokenizer", *(["--config", args.config] if args.config else []),
-                *(["--no-progress"] if args.no_progress else []), *_dotted(overrides)]
+        # the processes read the resolved config (YAML + overrides + shortcuts), kept in the run directory
+        resolved = Path(cfg.train.out_dir) / "launch_config.yaml"
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(resolved)
+        argv = ["train", args.target, "--config", str(resolved), *(["--no-progress"] if args.no_progress else [])]
         return subprocess.call(accelerate_command(args.num_processes, cfg.train.mixed_precision, argv))
     if args.dry_run:
         print(cfg.to_yaml(), end="")
         return 0
     return None
-
-
-def _dotted(overrides: dict) -> list[str]:
-    """{"train.lr": 3e-4} → ["--train.lr=0.0003"], values written as YAML so they parse back identically."""
-    import yaml
-
-    return [f"--{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in overrides.items()]
 
 
 def run_tokenizer(args) -> int:
