@@ -146,7 +146,13 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     tok = from_pretrained(out / "tokenizer" / "tokenizer").to(device)
 
     # 2. encode ---------------------------------------------------------------------------------------------
-    encode_images = encode_images or int(min(8000, max(500, 800 * minutes)))
+    if encode_images is None:  # as many as fit the stage's share, between 500 and 8000
+        probe = ImageSource(ProceduralShapes(num_samples=64, image_size=size, seed=seed), size, "none")
+        t = time.perf_counter()
+        with torch.no_grad():
+            tok.tokenize(torch.stack([probe[i][0] for i in range(64)]).to(device))
+        rate = 64 / (time.perf_counter() - t)
+        encode_images = int(min(8000, max(500, rate * budget.seconds("encode"))))
     banner(2, f"encoding {encode_images} images to token shards", budget)
     source = ProceduralShapes(num_samples=encode_images, image_size=size, seed=seed)
     t = time.time()
