@@ -26,7 +26,7 @@ from artok.training.checkpoint import TrainingState, export, freeze, initialize_
 from artok.training.ema import EMA
 from artok.training.loop import RunningMeans
 from artok.training.optim import build_scheduler, weight_matrix_groups
-from artok.training.report import MetricsLog, plot_curves, save_grid
+from artok.training.report import MetricsLog, plot_curves, save_grid, tile_grid
 from artok.training.tokenizer_trainer import build_accelerator, flat_config, log_images
 
 EXPORT_DIR = "pipeline"  # out_dir/pipeline: tokenizer/ + generator/ (EMA weights), for artok sample
@@ -173,22 +173,8 @@ def hart_step(accelerator, model, tok, optimizer, scheduler, ids: list[torch.Ten
 # ---------------------------------------------------------------------------------------------------------
 
 def class_grid(images: torch.Tensor, rows: int) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1], N = rows × columns, row-major → one (H', W', 3) uint8 grid."""
-    from artok.training.report import MIN_TILE
-
-    from artok.data.transforms import tensor_to_uint8
-
-    n, side, pad = images.shape[0], images.shape[-1], 2
-    columns = math.ceil(n / rows)
-    scale = max(1, math.ceil(MIN_TILE / side))
-    tile = side * scale
-    tiles = tensor_to_uint8(images)
-    canvas = np.full((rows * (tile + pad) + pad, columns * (tile + pad) + pad, 3), 255, np.uint8)
-    for i in range(n):
-        r, c = divmod(i, columns)
-        y, x = pad + r * (tile + pad), pad + c * (tile + pad)
-        canvas[y: y + tile, x: x + tile] = np.kron(tiles[i], np.ones((scale, scale, 1), np.uint8))
-    return canvas
+    """(N, 3, H, W) in [-1, 1], N = rows × columns, one row per class → one (H', W', 3) uint8 grid."""
+    return tile_grid(images, columns=math.ceil(images.shape[0] / rows))
 
 
 @torch.no_grad()

@@ -14,23 +14,32 @@ from artok.data.transforms import tensor_to_uint8
 MIN_TILE = 96  # small images are upscaled (nearest) so that a grid is readable on screen
 
 
-def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor, *, columns: int = 8) -> np.ndarray:
-    """Rows of originals, each followed by the row of their reconstructions: (H, W, 3) uint8."""
-    n = originals.shape[0]
-    side = originals.shape[-1]
+def tile_grid(images: torch.Tensor, *, columns: int) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1], row-major, ``columns`` per row → one (H', W', 3) uint8 grid, 2 px apart on white;
+    small images are upscaled (nearest) to at least MIN_TILE pixels."""
+    n, side, pad = images.shape[0], images.shape[-1], 2
     scale = max(1, math.ceil(MIN_TILE / side))
-    pad = 2
-    tiles_o, tiles_r = tensor_to_uint8(originals), tensor_to_uint8(reconstructions)
-    rows = math.ceil(n / columns)
     tile = side * scale
-    canvas = np.full((rows * 2 * (tile + pad) + pad, columns * (tile + pad) + pad, 3), 255, np.uint8)
+    rows = math.ceil(n / columns)
+    tiles = tensor_to_uint8(images)
+    canvas = np.full((rows * (tile + pad) + pad, columns * (tile + pad) + pad, 3), 255, np.uint8)
     for i in range(n):
         r, c = divmod(i, columns)
-        for j, tiles in enumerate((tiles_o, tiles_r)):
-            big = np.kron(tiles[i], np.ones((scale, scale, 1), np.uint8))
-            y, x = pad + (2 * r + j) * (tile + pad), pad + c * (tile + pad)
-            canvas[y: y + tile, x: x + tile] = big
+        y, x = pad + r * (tile + pad), pad + c * (tile + pad)
+        canvas[y: y + tile, x: x + tile] = np.kron(tiles[i], np.ones((scale, scale, 1), np.uint8))
     return canvas
+
+
+def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor, *, columns: int = 8) -> np.ndarray:
+    """Rows of originals, each followed by the row of their reconstructions: (H, W, 3) uint8."""
+    rows = []
+    for i in range(0, originals.shape[0], columns):
+        o, r = originals[i:i + columns], reconstructions[i:i + columns]
+        if o.shape[0] < columns:  # a short last row keeps its reconstructions under their originals
+            blank = torch.ones((columns - o.shape[0], *o.shape[1:]), dtype=o.dtype)
+            o, r = torch.cat([o, blank]), torch.cat([r, blank])
+        rows += [o, r]
+    return tile_grid(torch.cat(rows), columns=columns)
 
 
 def save_grid(grid: np.ndarray, path: str | Path) -> Path:
