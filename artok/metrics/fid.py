@@ -103,25 +103,34 @@ class InceptionFeatures(nn.Module):
         return self.net(images).double()
 
 
-def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor) -> float:
-    """‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½) of two (N, D) feature sets, in float64."""
-    import scipy.linalg
+def mean_covariance(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    f = np.asarray(features, dtype=np.float64)
+    return f.mean(0), np.cov(f, rowvar=False)
 
+
+def sqrtm_trace(sigma_a: np.ndarray, sigma_b: np.ndarray) -> float:
+    """Tr((Σ_a Σ_b)^½) for covariance matrices, as Σ √λ_i of the symmetric √Σ_a Σ_b √Σ_a (same eigenvalues as
+    Σ_a Σ_b). Two symmetric eigendecompositions instead of a general matrix square root: the value of
+    ``scipy.linalg.sqrtm`` to ~1e-15 relative, faster at 2048 × 2048, and no complex round-off to discard."""
+    w, v = np.linalg.eigh(sigma_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    lam = np.linalg.eigvalsh(root_a @ sigma_b @ root_a)
+    return float(np.sqrt(np.clip(lam, 0, None)).sum())
+
+
+def frechet_from_statistics(mu_a, sigma_a, mu_b, sigma_b) -> float:
+    """‖μ_a − μ_b‖² + Tr(Σ_a) + Tr(Σ_b) − 2 Tr((Σ_a Σ_b)^½), in float64."""
+    diff = np.asarray(mu_a, dtype=np.float64) - np.asarray(mu_b, dtype=np.float64)
+    sigma_a, sigma_b = np.asarray(sigma_a, dtype=np.float64), np.asarray(sigma_b, dtype=np.float64)
+    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2 * sqrtm_trace(sigma_a, sigma_b))
+
+
+def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor) -> float:
+    """FID of two (N, D) feature sets, in float64."""
     a = np.asarray(features_a, dtype=np.float64)
     b = np.asarray(features_b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"features must be (N, D) with the same D, got {a.shape} and {b.shape}")
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"FID needs at least 2 images per set, got {len(a)} and {len(b)}")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    sigma_a, sigma_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with warnings.catch_warnings():  # singular covariances are expected below 2048 images; the bias is reported
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(sigma_a @ sigma_b)
-    if not np.isfinite(covmean).all():  # near-singular product: offset the diagonals (pytorch-fid's fix)
-        offset = np.eye(len(sigma_a)) * 1e-6
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-            covmean = scipy.linalg.sqrtm((sigma_a + offset) @ (sigma_b + offset))
-    covmean = covmean.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sigma_a) + np.trace(sigma_b) - 2 * np.trace(covmean))
+    return frechet_from_statistics(*mean_covariance(a), *mean_covariance(b))

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from artok.metrics.fid import INCEPTION_SIZE, InceptionFeatures
+from artok.metrics.fid import (INCEPTION_SIZE, InceptionFeatures, frechet_from_statistics, mean_covariance,
+                               sqrtm_trace)
 
 SPATIAL_CHANNELS = 7
 TF_FID_NETWORK = "tf-fid-inception-2015-12-05"
@@ -120,28 +121,6 @@ class GenerationFeatures(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------------------
-
-def mean_covariance(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    f = np.asarray(features, dtype=np.float64)
-    return f.mean(0), np.cov(f, rowvar=False)
-
-
-def sqrtm_trace(sigma_a: np.ndarray, sigma_b: np.ndarray) -> float:
-    """Tr((Σ_a Σ_b)^½) for covariance matrices, as Σ √λ_i of the symmetric √Σ_a Σ_b √Σ_a (same eigenvalues as
-    Σ_a Σ_b). Two symmetric eigendecompositions instead of a general matrix square root: the same value as
-    ``scipy.linalg.sqrtm`` to ~1e-9 relative, many times faster at 2048 × 2048."""
-    w, v = np.linalg.eigh(sigma_a)
-    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    lam = np.linalg.eigvalsh(root_a @ sigma_b @ root_a)
-    return float(np.sqrt(np.clip(lam, 0, None)).sum())
-
-
-def frechet_from_statistics(mu_a, sigma_a, mu_b, sigma_b) -> float:
-    """‖μ_a − μ_b‖² + Tr(Σ_a) + Tr(Σ_b) − 2 Tr((Σ_a Σ_b)^½), in float64."""
-    diff = np.asarray(mu_a, dtype=np.float64) - np.asarray(mu_b, dtype=np.float64)
-    sigma_a, sigma_b = np.asarray(sigma_a, dtype=np.float64), np.asarray(sigma_b, dtype=np.float64)
-    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2 * sqrtm_trace(sigma_a, sigma_b))
-
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
     """Mean and std over ``splits`` of exp(E_x KL(p(y|x) ‖ p(y)))."""
