@@ -108,7 +108,7 @@ def test_overrides_and_config_errors(tmp_path):
         TokenizerTrainConfig.from_dict({"tokenizer": "tiny-vqq"})
 
 
-@pytest.mark.parametrize("preset", ["tiny-var-vqvae", "tiny-vq"])
+@pytest.mark.parametrize("preset", ["tiny-var-vqvae", pytest.param("tiny-vq", marks=pytest.mark.slow)])
 def test_gan_step_updates_tokenizer_then_discriminator(accelerator, preset):
     torch.manual_seed(0)
     tok = artok.build_tokenizer(preset)

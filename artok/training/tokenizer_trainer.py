@@ -222,19 +222,19 @@ def train_tokenizer(cfg: TokenizerTrainConfig, *, progress: bool = True) -> Trai
             break
     bar.close()
 
-    # -- finish: export the EMA weights, evaluate them on held-out images, draw the curves ----------------
+    # -- finish: the last step saved, exported and drew the curves; evaluate the EMA weights on held-out images
     if saved_at != state.step:
         save_checkpoint(accelerator, state)
+        if main:
+            export(snapshot(), out / EXPORT_DIR)
+            plot_curves(metrics_log.read(), out / "loss_curves.png")
     result = TrainResult(step=state.step, out_dir=out, export_dir=out / EXPORT_DIR, bad_files=len(bad_files),
                          tokenizer=tokenizer, ema=ema)
-    if main:
-        export(snapshot(), out / EXPORT_DIR)
-        if t.eval_images > 0:
-            batches = evaluation_loader(eval_set, batch_size=min(64, t.eval_images), num_images=t.eval_images)
-            result.eval = evaluate_tokenizer(snapshot(), batches, metrics=("psnr", "ssim", "usage"),
-                                             device=accelerator.device, progress=False)
-            (out / "eval.json").write_text(json.dumps(result.eval, indent=2))
-        plot_curves(metrics_log.read(), out / "loss_curves.png")
+    if main and t.eval_images > 0:
+        batches = evaluation_loader(eval_set, batch_size=min(64, t.eval_images), num_images=t.eval_images)
+        result.eval = evaluate_tokenizer(snapshot(), batches, metrics=("psnr", "ssim", "usage"),
+                                         device=accelerator.device, progress=False)
+        (out / "eval.json").write_text(json.dumps(result.eval, indent=2))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
