@@ -138,7 +138,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
         tokenizer=tok_cfg, data=DataConfig(source="procedural", num_samples=num_images, num_workers=0),
         loss=LossConfig(perceptual_weight=0.0, gan_weight=0.0),
         train=TrainConfig(out_dir=str(out / "tokenizer"), seed=seed, batch_size=batch, max_steps=steps,
-                          max_minutes=budget.seconds("tokenizer") / 60 * 2, lr=4e-4, betas=(0.9, 0.95),
+                          max_minutes=budget.seconds("tokenizer") / 60 * 2, lr=1e-3, betas=(0.9, 0.95),
                           lr_schedule="cosine", warmup_steps=min(100, steps // 10), min_lr_ratio=0.05,
                           ema_decay=0.99, log_every=max(1, steps // 50), sample_every=max(1, steps // 4),
                           save_every=steps, eval_images=512, trackers=("tensorboard",), resume="never"))
