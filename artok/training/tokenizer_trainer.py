@@ -50,6 +50,13 @@ def build_accelerator(train: TrainConfig):
     from accelerate.utils import ProjectConfiguration
 
     trackers = [t for t in train.trackers if t != "none"] or None
+    if not torch.distributed.is_initialized():
+        # Accelerate keeps one process-wide state; a second run in the same Python process (a notebook, a
+        # test session) with another precision or accumulation would be refused without this reset
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
     # without a GPU, `accelerate launch --multi_gpu` processes only form a (gloo) group when told cpu=True
     has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
     return Accelerator(
