@@ -19,7 +19,9 @@ def test_quickstart_smallest_budget(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tokenizer"]["steps"] > 0 and metrics["generator"]["steps"] > 0
     assert 0 < metrics["tokenizer"]["psnr"] < 100
-    assert len(metrics["tokenizer"]["codebook_usage_per_scale"]) == 6
+    from artok.registry import tokenizer_config
+
+    assert len(metrics["tokenizer"]["codebook_usage_per_scale"]) == len(tokenizer_config("quickstart-var-vqvae").quantizer.scales)
     assert 0.0 <= metrics["samples"]["class_accuracy"] <= 1.0
     assert metrics["samples"]["classifier_accuracy_on_real_images"] > 0.5, "the scoring classifier must work"
     assert metrics["encode"]["bytes_per_image"] > 0
@@ -31,6 +33,6 @@ def test_quickstart_smallest_budget(tmp_path, capsys):
         img = np.asarray(Image.open(out / src).convert("RGB"))
         assert img.shape[0] > 20 and img.shape[1] > 20 and img.std() > 5, src
     grid = np.asarray(Image.open(out / "samples_per_class.png"))
-    assert grid.shape[0] >= 10 * 32  # one row per class
+    assert grid.shape[0] >= 10 * 16  # one row per class
     md = (out / "report.md").read_text()
     assert "sample class accuracy" in md and "circle" in md
