@@ -61,8 +61,10 @@ def tokenizer_for(encoder, args) -> Tokenizer:
     scales = tuple(s for s in (1, 2, 4, 8, 16, 32, 64) if s <= side)
     return Tokenizer(TokenizerConfig(
         image_size=args.image_size, latent_channels=args.latent_channels, encoder=encoder,
+        # EMA codebook with dead-code restarts: in a few hundred steps a gradient-trained codebook is still
+        # collapsed onto a few codes and every encoder reconstructs the same blur
         quantizer=QuantizerConfig(kind="msrq", codebook_size=args.codebook_size, scales=scales,
-                                  share_quant_resi=len(scales))))
+                                  share_quant_resi=len(scales), ema_decay=0.99, dead_code_threshold=1.0)))
 
 
 def crops(count: int, size: int, seed: int) -> torch.Tensor:
@@ -112,14 +114,15 @@ def train(name: str, tok: Tokenizer, pool: torch.Tensor, args) -> list[float]:
 @torch.no_grad()
 def evaluate(tok: Tokenizer, images: torch.Tensor, batch_size: int) -> dict:
     tok.eval()
-    values, tokens, recs = [], [], []
+    values, recs, stats = [], [], {}
     for chunk in images.split(batch_size):
         rec = tok.detokenize(tok.tokenize(chunk))
         values.append(psnr(rec, chunk))
-        tokens.append(float(tok.encoder.last_stats["encoder_attention_tokens"]) * len(chunk))
         recs.append(rec)
-    return {"psnr": torch.cat(values).mean().item(), "attention_tokens": sum(tokens) / len(images),
-            "reconstructions": torch.cat(recs)}
+        for key, value in tok.encoder.last_stats.items():  # per-batch means → mean over all images
+            stats[key] = stats.get(key, 0.0) + float(value) * len(chunk) / len(images)
+    return {"psnr": torch.cat(values).mean().item(), "attention_tokens": stats["encoder_attention_tokens"],
+            "fine_fraction": stats.get("encoder_fine_fraction"), "reconstructions": torch.cat(recs)}
 
 
 @torch.no_grad()
@@ -209,6 +212,8 @@ def save_layouts(tokenizers: dict, images: torch.Tensor, path: Path, args, count
     p, g = args.patch_size, args.image_size // args.patch_size
     palette = torch.rand(g * g, 3, generator=torch.Generator().manual_seed(0))
     names = [n for n in tokenizers if n != "vit"]
+    if not names:
+        return
     fig, axes = plt.subplots(len(names), count, figsize=(2.2 * count, 2.3 * len(names)), squeeze=False)
     for r, name in enumerate(names):
         enc = tokenizers[name].encoder.eval()
@@ -252,16 +257,16 @@ def main() -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/encoder_speed"))
     parser.add_argument("--encoders", nargs="+", default=None, help="subset of encoder names to run")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--patch-size", type=int, default=4)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--num-heads", type=int, default=4)
     parser.add_argument("--latent-channels", type=int, default=8)
     parser.add_argument("--codebook-size", type=int, default=512)
-    parser.add_argument("--train-steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--train-steps", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--pool", type=int, default=2048, help="training crops")
     parser.add_argument("--eval-images", type=int, default=64)
     parser.add_argument("--speed-batch", type=int, default=16)
@@ -301,8 +306,8 @@ def main() -> None:
                          "encoder_flops": encoder_flops(tok, held_out[:args.speed_batch]),
                          "encoder_parameters": sum(p.numel() for p in tok.encoder.parameters()),
                          "reconstructions": ev["reconstructions"]}
-        if name == "msvit":
-            results[name]["fine_fraction"] = float(tok.encoder.last_stats["encoder_fine_fraction"])
+        if ev["fine_fraction"] is not None:
+            results[name]["fine_fraction"] = ev["fine_fraction"]
         with open(args.out / "progress.jsonl", "a") as progress:  # survives an interrupted run
             row = {k: v for k, v in results[name].items() if k != "reconstructions"}
             progress.write(json.dumps({"encoder": name, **row, "final_l1": curves[name][-10:]}) + "\n")
@@ -320,7 +325,7 @@ def main() -> None:
                     f"| {speed[name]:.0f} | {speed[name] / speed['vit']:.2f} | {r['psnr_db']:.2f} |")
     n = (args.image_size // args.patch_size) ** 2
     setting = (f"{args.image_size} px images, patch {args.patch_size} ({n} fine tokens), width {args.width}, depth "
-               f"{args.depth}, {args.num_heads} heads; msrq codebook {args.codebook_size}; {args.train_steps} AdamW "
+               f"{args.depth}, {args.num_heads} heads; msrq codebook {args.codebook_size} (EMA); {args.train_steps} AdamW "
                f"steps of batch {args.batch_size} at lr {args.lr}; images/s: batch {args.speed_batch}, median of "
                f"{args.rounds} interleaved rounds on {torch.get_num_threads()} CPU threads")
     table = "\n".join(rows)
@@ -334,7 +339,7 @@ def main() -> None:
                          args.out / "reconstructions.png")
     save_layouts(tokenizers, held_out, args.out / "token_layouts.png", args)
     print(f"\n{setting}\n\n{table}\n\nwritten to {args.out}/ (results.md, results.json, loss_curves.png, "
-          f"reconstructions.png, token_layouts.png)")
+          f"reconstructions.png, token_layouts.png, models/)")
 
 
 if __name__ == "__main__":
