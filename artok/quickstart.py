@@ -136,7 +136,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
               f"(≈ {budget.seconds('tokenizer') / 60:.1f} min)", budget)
     tcfg = TokenizerTrainConfig(
         tokenizer=tok_cfg, data=DataConfig(source="procedural", num_samples=num_images, num_workers=0),
-        loss=LossConfig(perceptual_weight=0.0, gan_weight=0.0),
+        loss=LossConfig(perceptual_weight=0.0, gan_weight=0.0, entropy_weight=0.1),  # keeps every scale's codes in use
         train=TrainConfig(out_dir=str(out / "tokenizer"), seed=seed, batch_size=batch, max_steps=steps,
                           max_minutes=budget.seconds("tokenizer") / 60 * 2, lr=1e-3, betas=(0.9, 0.95),
                           lr_schedule="cosine", warmup_steps=min(100, steps // 10), min_lr_ratio=0.05,
@@ -195,7 +195,8 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
                                        device=device)
     sample_acc = accuracy(classifier, samples, labels)
     per_class = per_class_accuracy(classifier, samples, labels, classes)
-    grid_path = save_class_grid(samples, classes, out / "samples_per_class.png")
+    shown = samples.view(classes, samples_per_class, *samples.shape[1:])[:, :10].flatten(0, 1)  # ≤ 10 a row
+    grid_path = save_class_grid(shown, classes, out / "samples_per_class.png")
 
     # 6. report ---------------------------------------------------------------------------------------------
     banner(6, "writing the report", budget)

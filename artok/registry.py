@@ -76,12 +76,12 @@ QUICKSTART_SCALES = (1, 2, 4, 8)
 @tokenizer_preset("quickstart-var-vqvae")
 def _quickstart_var_vqvae() -> TokenizerConfig:
     """The quickstart's tokenizer, sized for minutes of CPU: 16 px → 8×8 latent (downsampling 2), scales
-    (1, 2, 4, 8), V=512, C=16, dead-code restart."""
+    (1, 2, 4, 8), V=512, C=16, EMA codes with scale-aware dead-code restart."""
     return TokenizerConfig(
         image_size=16, latent_channels=16,
         encoder=ConvEncoderConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1),
         quantizer=QuantizerConfig(kind="msrq", codebook_size=512, scales=QUICKSTART_SCALES, ema_decay=0.9,
-                                  dead_code_threshold=0.5),
+                                  dead_code_threshold=0.1),
     )
 
 

@@ -64,7 +64,7 @@ def tokenizer_for(encoder, args) -> Tokenizer:
         # EMA codebook with dead-code restarts: in a few hundred steps a gradient-trained codebook is still
         # collapsed onto a few codes and every encoder reconstructs the same blur
         quantizer=QuantizerConfig(kind="msrq", codebook_size=args.codebook_size, scales=scales,
-                                  share_quant_resi=len(scales), ema_decay=0.99, dead_code_threshold=1.0)))
+                                  share_quant_resi=len(scales), ema_decay=0.99, dead_code_threshold=0.1)))
 
 
 def crops(count: int, size: int, seed: int) -> torch.Tensor:

@@ -73,6 +73,14 @@ def test_entropy_regularizer_prefers_confident_and_diverse_assignments():
     assert z.grad is not None and z.grad.abs().sum() > 0
 
 
+def test_entropy_regularizer_is_scale_invariant():
+    torch.manual_seed(0)
+    z, codebook = torch.randn(16, 4), torch.randn(8, 4)
+    # the temperature is relative to the mean distance: a latent 10x larger gives the same loss
+    base = entropy_regularizer(z, codebook, temperature=0.05)
+    assert entropy_regularizer(10 * z, 10 * codebook, temperature=0.05).item() == pytest.approx(base.item(), rel=1e-4)
+
+
 def test_lpips_without_weights_fails_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(PerceptualWeightsError) as info:
@@ -124,9 +132,15 @@ def test_tokenizer_loss_composition_and_gan_warmup():
     assert set(d_logs) == {"discriminator", "logits_real", "logits_fake"}
 
 
-def test_entropy_term_reaches_the_encoder():
-    tok = artok.build_tokenizer("tiny-var-vqvae")
+def test_entropy_term_reaches_the_encoder_through_every_scale():
+    tok = artok.build_tokenizer("tiny-var-vqvae").train()
     loss_fn = TokenizerLoss(LossConfig(perceptual_weight=0.0, entropy_weight=1.0))
-    latent = tok.encode(torch.rand(2, 3, 32, 32) * 2 - 1)
-    loss_fn.entropy(latent, tok).backward()
+    out = tok(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert [z.shape for z in out.quantizer_inputs] == [(2 * s * s, tok.quantizer.dim) for s in tok.scales]
+    # the inputs are the vectors that chose the codes: their nearest codes are the ids
+    for z, ids in zip(out.quantizer_inputs, out.ids):
+        assert torch.equal(tok.quantizer.codebook.nearest(z.detach()), ids.flatten())
+    loss_fn.entropy(out.quantizer_inputs[:1], tok).backward()  # the 1x1 scale alone
     assert tok.encoder.conv_in.weight.grad.abs().sum() > 0
+    _, logs = loss_fn.generator_loss(out, torch.zeros(2, 3, 32, 32), step=0, tokenizer=tok)
+    assert "entropy" in logs

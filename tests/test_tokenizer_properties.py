@@ -145,6 +145,44 @@ def test_dead_codes_restart_from_encoder_outputs_and_usage_stats():
     assert torch.isfinite(out.stats["perplexity"])
 
 
+def test_dead_code_criterion_is_per_scale_and_restarts_favour_the_scale_using_fewest_codes():
+    from artok.quantizers.codebook import Codebook
+
+    torch.manual_seed(0)
+    V = 1000
+    cb = Codebook(codebook_size=V, dim=2, num_scales=2, dead_code_threshold=0.1)
+    hits = torch.zeros(2, V)
+    hits[0, 0] = 4.0  # the 1x1 scale: 4 tokens a step, all on code 0 (far above 10% of its share 4/V)
+    hits[1, :750] = 10.0  # the fine scale uses 750 codes
+    coarse, fine = torch.full((4, 2), 10.0), torch.full((7500, 2), -10.0)
+    cb.update(hits, None, [coarse, fine])
+    alive = cb.alive()
+    assert alive[0, 0] and not alive[0, 1:750].any(), "a code hit only by the coarse scale is alive"
+    assert cb.restarted_last_update == V - 750, "exactly the codes unused at every scale restart"
+    new = cb.weight.data[750:]
+    assert set(new[:, 0].tolist()) <= {10.0, -10.0}, "restarted codes are encoder vectors of the batch"
+    # P(coarse) = deficit 0.999 / (0.999 + 0.25) ≈ 0.8: the scale that uses fewest codes gets most
+    from_coarse = (new[:, 0] > 0).float().mean().item()
+    assert 0.7 < from_coarse < 0.9, from_coarse
+    assert (cb.weight.data[:750] != new[0]).any()  # live codes untouched
+    # the grace period: a restarted code counts as holding a uniform share of the scale it came from
+    assert cb.alive()[:, 750:].any(0).all() and cb.restarted_last_update == V - 750
+    cb.update(hits, None, [coarse, fine])
+    assert cb.restarted_last_update == 0
+
+
+def test_dead_codes_restart_only_from_scales_with_vectors():
+    from artok.quantizers.codebook import Codebook
+
+    cb = Codebook(codebook_size=16, dim=3, num_scales=2, dead_code_threshold=0.5)
+    hits = torch.zeros(2, 16)
+    hits[1, 0] = 8.0
+    cb.update(hits, None, [torch.empty(0, 3), torch.ones(8, 3)])
+    assert cb.restarted_last_update == 15 and torch.equal(cb.weight.data[1:], torch.ones(15, 3))
+    with pytest.raises(ValueError, match="2 scales"):
+        cb.update(hits, None, [torch.ones(8, 3)])
+
+
 def test_quantizer_runs_in_fp32_under_autocast():
     tok = build_tokenizer("tiny-var-vqvae").train()
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -178,3 +178,36 @@ def test_bf16_autocast_keeps_quantizer_math_in_fp32():
     finally:
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
+
+
+class _OneProcess:
+    """The few Accelerator members StepClock uses, for a single process without Accelerate."""
+
+    device = torch.device("cpu")
+    is_main_process = True
+
+    def reduce(self, tensor, reduction="sum"):
+        return tensor
+
+
+def test_step_clock_cadence_budget_and_resume():
+    from artok.training.checkpoint import TrainingState
+    from artok.training.loop import StepClock
+
+    state = TrainingState()
+    clock = StepClock(_OneProcess(), state, TrainConfig(max_steps=7, log_every=3), resumed=False, progress=False)
+    logged = []
+    while clock.running:
+        last = clock.tick()
+        if clock.due(3):
+            logged.append((state.step, last))
+    assert state.step == 7 and logged == [(3, False), (6, False), (7, True)], "every 3 steps, and the last"
+    assert clock.images_per_second(16) > 0 and state.seconds >= 0
+
+    # a time budget already spent stops the run at the next step, which counts as the last
+    state = TrainingState()
+    state.step, state.seconds = 4, 61.0
+    clock = StepClock(_OneProcess(), state, TrainConfig(max_steps=100, max_minutes=1.0), resumed=True, progress=False)
+    assert clock.running and clock.saved_at == 4, "a resumed run starts saved at its checkpoint"
+    assert clock.tick() and clock.out_of_time and not clock.running and state.step == 5
+    assert clock.due(1000)

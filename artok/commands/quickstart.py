@@ -5,7 +5,10 @@ from __future__ import annotations
 def run(args) -> int:
     from artok.quickstart import run_quickstart
 
-    run_quickstart(args.out, minutes=args.minutes, seed=args.seed, progress=not args.no_progress)
+    if args.samples_per_class < 1:
+        raise SystemExit(f"artok quickstart: --samples-per-class must be >= 1, got {args.samples_per_class}")
+    run_quickstart(args.out, minutes=args.minutes, seed=args.seed, samples_per_class=args.samples_per_class,
+                   progress=not args.no_progress)
     return 0
 
 
@@ -20,5 +23,7 @@ def register(sub, formatter_class) -> None:
     p.add_argument("--out", default="artok-quickstart", help="run directory")
     p.add_argument("--minutes", type=float, default=10.0, help="time budget, split over the stages")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples-per-class", type=int, default=10,
+                   help="samples drawn per class and scored by the classifier (the grid shows up to 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

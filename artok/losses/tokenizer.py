@@ -30,20 +30,18 @@ class TokenizerLoss(nn.Module):
     def gan_active(self, step: int) -> bool:
         return self.config.gan_weight > 0 and gan_warmup_factor(step, self.config.gan_start_step) > 0
 
-    def entropy(self, latent: torch.Tensor, tokenizer: nn.Module) -> torch.Tensor:
-        """Entropy regulariser on the latent at every scale (area-downsampled, as each scale first sees it;
-        exact for the first scale, the un-residualised latent for later ones)."""
+    def entropy(self, inputs: list[torch.Tensor], tokenizer: nn.Module) -> torch.Tensor:
+        """Entropy regulariser, averaged over scales, on the vectors each scale actually quantised (for the
+        multi-scale quantiser: the area-downsampled residual left by the coarser scales), so that every
+        scale, not only the finest, is pushed to spread over the codebook. inputs: the tokenizer output's
+        ``quantizer_inputs``, (N_s, C) per scale."""
         codebook = tokenizer.quantizer.codebook
-        terms = []
-        for pn in tokenizer.scales:
-            z = F.interpolate(latent.float(), size=(pn, pn), mode="area") if pn != latent.shape[-1] else latent
-            z = z.permute(0, 2, 3, 1).reshape(-1, latent.shape[1])  # (B*pn*pn, C)
-            terms.append(entropy_regularizer(z, codebook.weight, temperature=self.config.entropy_temperature,
-                                             l2_norm=codebook.l2_norm))
+        terms = [entropy_regularizer(z, codebook.weight, temperature=self.config.entropy_temperature,
+                                     l2_norm=codebook.l2_norm) for z in inputs]
         return torch.stack(terms).mean()
 
     def generator_loss(self, output, images: torch.Tensor, *, step: int, tokenizer: nn.Module,
-                       discriminator: nn.Module | None = None, latent: torch.Tensor | None = None):
+                       discriminator: nn.Module | None = None):
         """output: the tokenizer's ``TokenizerOutput``; images: (B, 3, H, W) targets in [-1, 1]."""
         cfg = self.config
         rec = output.reconstruction.float()
@@ -59,8 +57,8 @@ class TokenizerLoss(nn.Module):
         for name, value in output.losses.items():
             total = total + self.quantizer_weight(name) * value.float()
             logs[name] = value.detach().float()
-        if cfg.entropy_weight > 0 and latent is not None:
-            entropy = self.entropy(latent, tokenizer)
+        if cfg.entropy_weight > 0 and output.quantizer_inputs:
+            entropy = self.entropy(output.quantizer_inputs, tokenizer)
             total = total + cfg.entropy_weight * entropy
             logs["entropy"] = entropy.detach()
         if discriminator is not None and self.gan_active(step):

@@ -20,8 +20,11 @@ class Codebook(nn.Module):
         l2_norm: choose codes by cosine similarity instead of Euclidean distance.
         ema_decay: if set, the codes are updated as an exponential moving average of the vectors assigned
             to them (VQ-VAE-2) instead of by gradient.
-        dead_code_threshold: a code whose running hit count per step (summed over scales and processes)
-            falls below this is restarted from a random encoder vector of the current batch. 0 disables.
+        dead_code_threshold: a code is dead when, at every scale, its running hit count is below this
+            fraction of a uniform share of that scale's tokens (the scale's tokens per step / V, summed over
+            processes). Dead codes restart from encoder vectors of the current batch, drawn from the scales
+            that use the fewest codes (see ``_restart_dead``). 0 disables. The criterion is per scale because
+            a coarse scale has few tokens: a code serving only the 1x1 scale is hit rarely yet is alive.
         num_scales: rows of the per-scale usage statistic.
         usage_decay: decay of the running hit counts.
     """
@@ -76,13 +79,19 @@ class Codebook(nn.Module):
         return self.embedding(ids)
 
     # -- training statistics ------------------------------------------------------------------------------
-    def update(self, hits: torch.Tensor, assigned_sum: torch.Tensor | None, candidates: torch.Tensor) -> None:
+    def update(self, hits: torch.Tensor, assigned_sum: torch.Tensor | None,
+               candidates: torch.Tensor | list[torch.Tensor]) -> None:
         """Apply one training step of statistics, identically on every process.
 
         hits: (num_scales, V) hit counts of this step; assigned_sum: (V, dim) sum of the vectors assigned to
-        each code (needed for EMA updates); candidates: (N, dim) vectors to restart dead codes from.
+        each code (needed for EMA updates); candidates: the vectors each scale quantised this step, one
+        (N_s, dim) tensor per scale (or one tensor for a single scale), to restart dead codes from.
         """
         V, S = self.codebook_size, self.usage.shape[0]
+        if isinstance(candidates, torch.Tensor):
+            candidates = [candidates]
+        if len(candidates) != S:
+            raise ValueError(f"Codebook.update: {len(candidates)} candidate tensors for {S} scales")
         with torch.no_grad(), torch.autocast(device_type=hits.device.type, enabled=False):
             parts = [hits.float().reshape(-1)]
             if self.ema_decay is not None:
@@ -109,17 +118,47 @@ class Codebook(nn.Module):
             if self.dead_code_threshold > 0:
                 self._restart_dead(candidates)
 
-    def _restart_dead(self, candidates: torch.Tensor) -> None:
-        dead = self.usage.sum(0) < self.dead_code_threshold  # identical on all processes: usage is reduced
+    def _uniform_share(self) -> torch.Tensor:
+        """(S, 1) running tokens per step of each scale divided by V: the hit count of a code under
+        uniform use."""
+        return self.usage.sum(1, keepdim=True) / self.codebook_size
+
+    def alive(self) -> torch.Tensor:
+        """(S, V) bool: the code is hit at that scale, at least ``dead_code_threshold`` of a uniform share."""
+        return (self.usage > 0) & (self.usage >= self.dead_code_threshold * self._uniform_share())
+
+    def _restart_dead(self, candidates: list[torch.Tensor]) -> None:
+        alive = self.alive()  # identical on all processes: usage is reduced
+        dead = ~alive.any(0)
         n_dead = int(dead.sum())
-        if n_dead == 0 or candidates.numel() == 0:
+        sizes = torch.tensor([c.shape[0] for c in candidates], dtype=torch.float32)
+        if n_dead == 0 or sizes.sum() == 0:
             return
-        # rank 0 draws the replacements; the broadcast makes every process restart to the same vectors
-        pick = torch.randint(0, candidates.shape[0], (n_dead,), device=candidates.device)
-        new = candidates.detach().float()[pick].to(self.embedding.weight.dtype)
-        new = self.sync.broadcast(new.contiguous(), src=0)
-        self.embedding.weight[dead] = new
-        self.usage[:, dead] = self.dead_code_threshold  # a grace period before the next restart
+        device = self.embedding.weight.device
+        # Each dead code restarts from a vector of one scale, drawn with probability proportional to the
+        # fraction of codes that scale leaves unused: the coarse scales, which quantise few vectors per step
+        # and collapse first, get codes placed where their vectors are. Draws have a fixed RNG cost, and
+        # rank 0's draws are broadcast so every process restarts to the same vectors.
+        deficit = (1.0 - alive.float().mean(1)).cpu() + 1e-3
+        deficit = torch.where(sizes > 0, deficit, torch.zeros_like(deficit))
+        scale = torch.multinomial(deficit, n_dead, replacement=True)
+        u = torch.rand(n_dead)
+        new = torch.empty(n_dead, self.dim, device=device, dtype=torch.float32)
+        for si, cand in enumerate(candidates):
+            rows = (scale == si).nonzero().flatten()
+            if len(rows):
+                pick = (u[rows] * cand.shape[0]).long().clamp_max(cand.shape[0] - 1)
+                new[rows.to(device)] = cand.detach().float()[pick.to(cand.device)].to(device)
+        payload = torch.cat([new, scale.to(device=device, dtype=torch.float32)[:, None]], 1)
+        payload = self.sync.broadcast(payload.contiguous(), src=0)  # one collective: vectors and scales
+        new, scale = payload[:, :-1], payload[:, -1].long()
+        self.embedding.weight[dead] = new.to(self.embedding.weight.dtype)
+        # a grace period: the restarted code counts as holding a uniform share of the scale it came from,
+        # which decays below the threshold after log(threshold) / log(usage_decay) steps without hits
+        share = self._uniform_share().squeeze(1)
+        idx = dead.nonzero().flatten()
+        self.usage[:, idx] = 0.0
+        self.usage[scale, idx] = share[scale]
         if self.ema_decay is not None:
             self.ema_count[dead] = 1.0
             self.ema_sum[dead] = new.float()

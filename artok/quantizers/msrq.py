@@ -21,12 +21,15 @@ from artok.quantizers.codebook import Codebook, batch_statistics
 @dataclass
 class QuantizerOutput:
     """quantized: (B, C, H, W) straight-through f̂; ids: per scale (B, pn*pn); losses: named scalars;
-    stats: per-batch codebook usage and perplexity (for logging)."""
+    stats: per-batch codebook usage and perplexity (for logging); inputs: per scale the (B*pn*pn, C) fp32
+    vectors that chose the codes, differentiable with respect to the latent (for regularisers such as the
+    codebook entropy)."""
 
     quantized: torch.Tensor
     ids: list[torch.Tensor]
     losses: dict[str, torch.Tensor]
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    inputs: list[torch.Tensor] = field(default_factory=list)
 
     @property
     def loss(self) -> torch.Tensor:
@@ -220,6 +223,8 @@ class MultiScaleResidualQuantizer(nn.Module):
             commitment = f.new_zeros(())
             codebook = f.new_zeros(())
             ids, inputs = [], []
+            # f − sg(f): zero, but carries the gradient of the latent into each scale's input
+            f_grad = f - f_nograd
             hits = f.new_zeros(self.num_scales, self.codebook_size)
             assigned = f.new_zeros(self.codebook_size, self.dim) if self.codebook.ema_decay is not None else None
             for si, pn in enumerate(self.scales):
@@ -235,18 +240,19 @@ class MultiScaleResidualQuantizer(nn.Module):
                 f_hat = f_hat + h
                 f_rest = f_rest - h.detach()
                 ids.append(idx)
-                inputs.append(z.detach())
+                grad_path = area_downsample(f_grad, pn) if si != self.num_scales - 1 else f_grad
+                inputs.append(z + rearrange(grad_path, "b c h w -> (b h w) c"))
                 commitment = commitment + F.mse_loss(f_hat.detach(), f) * self.beta
                 codebook = codebook + F.mse_loss(f_hat, f_nograd)
             commitment = commitment / self.num_scales
             codebook = codebook / self.num_scales
             quantized = (f_hat.detach() - f_nograd) + f  # straight-through estimator
         if self.training:
-            self.codebook.update(hits, assigned, torch.cat(inputs))
+            self.codebook.update(hits, assigned, [z.detach() for z in inputs])
         stats = batch_statistics(torch.cat(ids, 1), self.codebook_size)
         return QuantizerOutput(
             quantized=quantized.to(in_dtype), ids=ids,
-            losses={"commitment": commitment, "codebook": codebook}, stats=stats,
+            losses={"commitment": commitment, "codebook": codebook}, stats=stats, inputs=inputs,
         )
 
     # -- from ids -----------------------------------------------------------------------------------------

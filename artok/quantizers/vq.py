@@ -114,7 +114,7 @@ class VectorQuantizer(nn.Module):
         if self.codebook.ema_decay is None:
             losses["codebook"] = codebook
         return QuantizerOutput(quantized=quantized, ids=[ids], losses=losses,
-                               stats=batch_statistics(ids, self.codebook_size))
+                               stats=batch_statistics(ids, self.codebook_size), inputs=[z])
 
     def ids_to_latent(self, ids: list[torch.Tensor], *, progressive: bool = False) -> torch.Tensor:
         """(B, C, s, s) from ids [(B, s*s)]."""

@@ -87,4 +87,5 @@ class HybridTokenizer(Tokenizer):
         q = self.quantizer(f, skip_continuous_prob=skip_continuous_prob)
         rec = self.decoder(self.post_quant_conv(q.quantized))
         losses, stats = self.encoder_extras(q.losses, q.stats)
-        return TokenizerOutput(reconstruction=rec, quantized=q.quantized, ids=q.ids, losses=losses, stats=stats)
+        return TokenizerOutput(reconstruction=rec, quantized=q.quantized, ids=q.ids, losses=losses, stats=stats,
+                               quantizer_inputs=q.inputs)

@@ -5,7 +5,7 @@ of VAR's multi-scale tokenizer. HART's hybrid tokenizer extends it (``artok.toke
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -20,13 +20,15 @@ RANGE_TOLERANCE = 1e-3
 
 @dataclass
 class TokenizerOutput:
-    """Training forward: reconstruction (B, 3, H, W) unclamped, ids per scale, named losses, stats."""
+    """Training forward: reconstruction (B, 3, H, W) unclamped, ids per scale, named losses, stats, and
+    the quantizer's per-scale input vectors (differentiable; see ``QuantizerOutput.inputs``)."""
 
     reconstruction: torch.Tensor
     quantized: torch.Tensor
     ids: list[torch.Tensor]
     losses: dict[str, torch.Tensor]
     stats: dict[str, torch.Tensor]
+    quantizer_inputs: list[torch.Tensor] = field(default_factory=list)
 
 
 @register_model_type
@@ -159,7 +161,8 @@ class Tokenizer(PretrainedMixin, nn.Module):
         q = self.quantizer(f)
         rec = self.decoder(self.post_quant_conv(q.quantized))
         losses, stats = self.encoder_extras(q.losses, q.stats)
-        return TokenizerOutput(reconstruction=rec, quantized=q.quantized, ids=q.ids, losses=losses, stats=stats)
+        return TokenizerOutput(reconstruction=rec, quantized=q.quantized, ids=q.ids, losses=losses, stats=stats,
+                               quantizer_inputs=q.inputs)
 
     def encoder_extras(self, losses: dict, stats: dict) -> tuple[dict, dict]:
         """Add what the encoder's latest forward reported (``last_losses``, e.g. MSViT's compute target;

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 import artok
 from artok.config import ConfigError, GeneratorTrainConfig
@@ -22,9 +20,9 @@ from artok.data.tokens import TokenDataset
 from artok.hub import Pipeline
 from artok.registry import build_generator, build_hart
 from artok.sampling import check_compatible, generate
-from artok.training.checkpoint import TrainingState, export, freeze, initialize_from, resume, save_checkpoint
+from artok.training.checkpoint import TrainingState, export, freeze, initialize_from, resume
 from artok.training.ema import EMA
-from artok.training.loop import RunningMeans
+from artok.training.loop import RunningMeans, StepClock
 from artok.training.optim import build_scheduler, weight_matrix_groups
 from artok.training.report import MetricsLog, plot_curves, save_grid, tile_grid
 from artok.training.tokenizer_trainer import build_accelerator, flat_config, log_images
@@ -293,13 +291,11 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
             (out / EXPORT_DIR / "config.json").write_text(json.dumps({"model_type": "pipeline", "format_version": 1}))
 
     means = RunningMeans()
-    started, window = time.time() - state.seconds, (time.time(), state.step)
-    bar = tqdm(total=t.max_steps, initial=state.step, unit="step", disable=not (main and progress), dynamic_ncols=True)
+    clock = StepClock(accelerator, state, t, resumed=resumed is not None, progress=progress)
     batches = iter(loader)
-    saved_at = state.step if resumed else -1
     last_loss = None
     model.train()
-    while state.step < t.max_steps:
+    while clock.running:
         batch = next(batches)
         ids, labels, residual = _batch_ids(batch, tok, accelerator.device, hybrid=cfg.is_hart)
         labels = map_labels(labels, generator_model.num_classes)
@@ -317,38 +313,24 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
         means.add(logs)
         if not accelerator.sync_gradients:
             continue
-        state.step += 1
-        state.seconds = time.time() - started
         if ema is not None:
             ema.update(generator_model)
-        bar.update(1)
-        out_of_time = False
-        if t.max_minutes is not None:
-            flag = torch.tensor([float(state.seconds > 60 * t.max_minutes)], device=accelerator.device)
-            out_of_time = bool(accelerator.reduce(flag, reduction="sum") > 0)
-        last = state.step == t.max_steps or out_of_time
-        if state.step % t.log_every == 0 or last:
+        clock.tick()
+        if clock.due(t.log_every):
             record = {"step": state.step, **means.pop(accelerator), "lr": scheduler.get_last_lr()[0],
-                      "active_scales": num_scales}
-            elapsed, window = time.time() - window[0], (time.time(), state.step)
-            record["images_per_second"] = global_batch * t.log_every / max(elapsed, 1e-9)
+                      "active_scales": num_scales, "images_per_second": clock.images_per_second(global_batch)}
             last_loss = record["loss"]
             accelerator.log(record, step=state.step)
             if main:
                 metrics_log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}",
-                                img_s=f"{record['images_per_second']:.0f}")
-        if state.step % t.sample_every == 0 or last:
+                clock.bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}",
+                                      img_s=f"{record['images_per_second']:.0f}")
+        if clock.due(t.sample_every):
             write_grid(state.step)
-        if state.step % t.save_every == 0 or last:
-            save_checkpoint(accelerator, state)
-            saved_at = state.step
+        if clock.due(t.save_every):
+            clock.save()
             write_export()
-        if out_of_time:
-            break
-    bar.close()
-    if saved_at != state.step:
-        save_checkpoint(accelerator, state)
+    clock.close()
     write_export()
     if main:
         plot_curves(metrics_log.read(), out / "loss_curves.png")

@@ -1,4 +1,5 @@
-"""Step functions of tokenizer training, free of I/O so tests can run them on CPU.
+"""Step functions of tokenizer training, free of I/O so tests can run them on CPU, and the step bookkeeping
+both trainers share (``StepClock``).
 
 ``gan_step`` is one micro-step: the tokenizer (generator) update, then, once the adversarial loss is on,
 the discriminator update. Both optimizers are prepared by Accelerate, so gradient accumulation, mixed
@@ -7,6 +8,7 @@ precision and DDP are handled the same way for both.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Iterator
 
 import torch
@@ -30,21 +32,6 @@ def frozen(module: nn.Module | None) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-@contextlib.contextmanager
-def capture_latent(tokenizer: nn.Module, enabled: bool = True) -> Iterator[dict]:
-    """Record the continuous latent f (output of ``quant_conv``) of the next forward, for regularisers
-    that need it; the hook keeps the graph, so gradients flow back into the encoder."""
-    found: dict = {}
-    if not enabled or not hasattr(tokenizer, "quant_conv"):
-        yield found
-        return
-    handle = tokenizer.quant_conv.register_forward_hook(lambda module, args, out: found.__setitem__("latent", out))
-    try:
-        yield found
-    finally:
-        handle.remove()
-
-
 def gan_step(accelerator, model, discriminator, optimizer, discriminator_optimizer, scheduler,
              discriminator_scheduler, loss_fn, images: torch.Tensor, *, step: int,
              grad_clip: float | None) -> dict[str, torch.Tensor]:
@@ -59,11 +46,10 @@ def gan_step(accelerator, model, discriminator, optimizer, discriminator_optimiz
     use_gan = critic is not None and loss_fn.gan_active(step)
     models = (model, discriminator) if discriminator is not None else (model,)
     with accelerator.accumulate(*models):
-        with capture_latent(tokenizer, enabled=loss_fn.config.entropy_weight > 0) as found:
-            output = model(images)
+        output = model(images)
         with frozen(critic):
             loss, logs = loss_fn.generator_loss(output, images, step=step, tokenizer=tokenizer,
-                                                discriminator=critic if use_gan else None, latent=found.get("latent"))
+                                                discriminator=critic if use_gan else None)
         accelerator.backward(loss)
         if accelerator.sync_gradients and grad_clip is not None:
             logs["grad_norm"] = torch.as_tensor(accelerator.clip_grad_norm_(model.parameters(), grad_clip)).detach()
@@ -105,3 +91,63 @@ class RunningMeans:
         values = accelerator.reduce(values, reduction="mean")
         self.sums, self.count = {}, 0
         return {k: float(v) for k, v in zip(keys, values.tolist())}
+
+
+class StepClock:
+    """The per-optimizer-step bookkeeping both trainers share: the step counter and run time in the
+    checkpointed ``TrainingState``, the progress bar, the time budget (agreed on by every process), the
+    logging/sampling/saving cadence, the images/s window, and the final save.
+
+    Call ``tick`` once per optimizer step (after the last micro-step of an accumulation); it returns whether
+    this is the run's last step. ``due(every)`` then says whether a periodic job runs at this step.
+    """
+
+    def __init__(self, accelerator, state, train, *, resumed: bool, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.accelerator, self.state, self.train = accelerator, state, train
+        self.started = time.time() - state.seconds
+        self.window = (time.time(), state.step)
+        self.saved_at = state.step if resumed else -1
+        self.last = self.out_of_time = False
+        self.bar = tqdm(total=train.max_steps, initial=state.step, unit="step", dynamic_ncols=True,
+                        disable=not (accelerator.is_main_process and progress))
+
+    @property
+    def running(self) -> bool:
+        return self.state.step < self.train.max_steps and not self.out_of_time
+
+    def tick(self) -> bool:
+        state, t = self.state, self.train
+        state.step += 1
+        state.seconds = time.time() - self.started
+        self.bar.update(1)
+        if t.max_minutes is not None:
+            flag = torch.tensor([float(state.seconds > 60 * t.max_minutes)], device=self.accelerator.device)
+            self.out_of_time = bool(self.accelerator.reduce(flag, reduction="sum") > 0)
+        self.last = state.step == t.max_steps or self.out_of_time
+        return self.last
+
+    def due(self, every: int) -> bool:
+        return self.state.step % every == 0 or self.last
+
+    def images_per_second(self, images_per_step: int) -> float:
+        """Throughput since the previous call (the logging window)."""
+        now = time.time()
+        elapsed, steps = now - self.window[0], self.state.step - self.window[1]
+        self.window = (now, self.state.step)
+        return images_per_step * steps / max(elapsed, 1e-9)
+
+    def save(self) -> None:
+        from artok.training.checkpoint import save_checkpoint
+
+        save_checkpoint(self.accelerator, self.state)
+        self.saved_at = self.state.step
+
+    def close(self) -> bool:
+        """Close the bar; save the final step if the cadence did not. Returns whether it saved."""
+        self.bar.close()
+        if self.saved_at == self.state.step:
+            return False
+        self.save()
+        return True

@@ -4,21 +4,19 @@ tokenizers, from one CPU process to many GPUs. ``train/tokenizer.py`` and ``arto
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from artok.config import TokenizerTrainConfig, TrainConfig
 from artok.data import build_dataset, evaluation_loader, training_loader
 from artok.losses import PatchDiscriminator, TokenizerLoss
 from artok.metrics import evaluate_tokenizer, reconstruct
 from artok.registry import build_tokenizer
-from artok.training.checkpoint import TrainingState, export, freeze, initialize_from, resume, save_checkpoint
+from artok.training.checkpoint import TrainingState, export, freeze, initialize_from, resume
 from artok.training.ema import EMA
-from artok.training.loop import RunningMeans, gan_step
+from artok.training.loop import RunningMeans, StepClock, gan_step
 from artok.training.optim import build_optimizer, build_scheduler
 from artok.training.report import MetricsLog, plot_curves, reconstruction_grid, save_grid
 
@@ -175,12 +173,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig, *, progress: bool = True) -> Trai
     bad_files: set[str] = set()
     new_bad: list[str] = []
     means = RunningMeans()
-    started, window = time.time() - state.seconds, (time.time(), state.step)
-    bar = tqdm(total=t.max_steps, initial=state.step, unit="step", disable=not (main and progress), dynamic_ncols=True)
+    clock = StepClock(accelerator, state, t, resumed=resumed is not None, progress=progress)
+    images_per_step = t.batch_size * t.gradient_accumulation_steps * accelerator.num_processes
     batches = iter(loader)
-    saved_at = state.step if resumed else -1
     model.train()
-    while state.step < t.max_steps:
+    while clock.running:
         batch = next(batches)
         new_bad += batch["bad_files"]
         images = batch["images"].to(accelerator.device)
@@ -190,51 +187,36 @@ def train_tokenizer(cfg: TokenizerTrainConfig, *, progress: bool = True) -> Trai
         means.add(logs)
         if not accelerator.sync_gradients:
             continue
-        state.step += 1
-        state.seconds = time.time() - started
         if ema is not None:
             ema.update(tokenizer)
-        bar.update(1)
-        out_of_time = False
-        if t.max_minutes is not None:
-            flag = torch.tensor([float(state.seconds > 60 * t.max_minutes)], device=accelerator.device)
-            out_of_time = bool(accelerator.reduce(flag, reduction="sum") > 0)
-        last = state.step == t.max_steps or out_of_time
-        if state.step % t.log_every == 0 or last:
+        clock.tick()
+        if clock.due(t.log_every):
             record = {"step": state.step, **means.pop(accelerator), **codebook_logs(tokenizer),
                       "lr": scheduler.get_last_lr()[0]}
             seen = [f for files in gather_object([new_bad]) for f in files]
             bad_files.update(seen)
             new_bad = []
-            elapsed, window = time.time() - window[0], (time.time(), state.step)
-            record["images_per_second"] = (t.batch_size * t.gradient_accumulation_steps * accelerator.num_processes
-                                           * t.log_every / max(elapsed, 1e-9))
+            record["images_per_second"] = clock.images_per_second(images_per_step)
             record["bad_files"] = len(bad_files)
             accelerator.log(record, step=state.step)
             if main:
                 metrics_log.write(record)
                 if seen:
                     (out / "bad_files.txt").write_text("".join(f + "\n" for f in sorted(bad_files)))
-                bar.set_postfix(loss=f"{record['loss']:.3f}", psnr=f"{record['psnr']:.1f}",
-                                img_s=f"{record['images_per_second']:.0f}")
-        if state.step % t.sample_every == 0 or last:
+                clock.bar.set_postfix(loss=f"{record['loss']:.3f}", psnr=f"{record['psnr']:.1f}",
+                                      img_s=f"{record['images_per_second']:.0f}")
+        if clock.due(t.sample_every):
             write_grid(state.step)
-        if state.step % t.save_every == 0 or last:
-            save_checkpoint(accelerator, state)
-            saved_at = state.step
+        if clock.due(t.save_every):
+            clock.save()
             if main:
                 export(snapshot(), out / EXPORT_DIR)
                 plot_curves(metrics_log.read(), out / "loss_curves.png")
-        if out_of_time:
-            break
-    bar.close()
 
     # -- finish: the last step saved, exported and drew the curves; evaluate the EMA weights on held-out images
-    if saved_at != state.step:
-        save_checkpoint(accelerator, state)
-        if main:
-            export(snapshot(), out / EXPORT_DIR)
-            plot_curves(metrics_log.read(), out / "loss_curves.png")
+    if clock.close() and main:
+        export(snapshot(), out / EXPORT_DIR)
+        plot_curves(metrics_log.read(), out / "loss_curves.png")
     result = TrainResult(step=state.step, out_dir=out, export_dir=out / EXPORT_DIR, bad_files=len(bad_files),
                          tokenizer=tokenizer, ema=ema)
     if main and t.eval_images > 0:
