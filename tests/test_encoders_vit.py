@@ -229,7 +229,6 @@ def test_tiny_presets_build_each_encoder(kind):
     assert tok.detokenize(ids).shape == (2, 3, 32, 32)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vit", "tome", "msvit", "quadtree", "stvit"])
 def test_encoder_overfits_a_small_batch(name):
     """80 steps on 8 fixed smooth images: every encoder's tokenizer cuts its reconstruction error by 40%."""

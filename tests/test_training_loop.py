@@ -108,7 +108,7 @@ def test_overrides_and_config_errors(tmp_path):
         TokenizerTrainConfig.from_dict({"tokenizer": "tiny-vqq"})
 
 
-@pytest.mark.parametrize("preset", ["tiny-var-vqvae", pytest.param("tiny-vq", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("preset", ["tiny-var-vqvae", "tiny-vq"])
 def test_gan_step_updates_tokenizer_then_discriminator(accelerator, preset):
     torch.manual_seed(0)
     tok = artok.build_tokenizer(preset)
@@ -211,3 +211,17 @@ def test_step_clock_cadence_budget_and_resume():
     assert clock.running and clock.saved_at == 4, "a resumed run starts saved at its checkpoint"
     assert clock.tick() and clock.out_of_time and not clock.running and state.step == 5
     assert clock.due(1000)
+
+
+def test_every_shipped_tokenizer_training_config_loads():
+    from pathlib import Path
+
+    configs = Path(__file__).parent.parent / "configs"
+    paths = sorted(configs.glob("*/*tokenizer*.yaml"))
+    paths = [p for p in paths if p.name.startswith("train-") or p.parent.name == "train"]
+    assert len(paths) >= 7, paths
+    for path in paths:
+        cfg = TokenizerTrainConfig.from_yaml(path)
+        assert cfg.train.max_steps > 0, path
+    quickstart = TokenizerTrainConfig.from_yaml(configs / "tiny" / "train-quickstart-tokenizer.yaml")
+    assert quickstart.tokenizer.quantizer.dead_code_threshold > 0 and quickstart.loss.entropy_weight > 0

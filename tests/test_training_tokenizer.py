@@ -154,7 +154,6 @@ def test_two_process_training_resumes_identically_with_identical_codebooks(tmp_p
     assert [r["lr"] for r in logs[0]] == pytest.approx([2e-3 / 3, 1e-3, 1e-3])
 
 
-@pytest.mark.slow
 def test_accelerate_launch_two_processes_with_gan_and_accumulation(tmp_path):
     """The CLI relaunching itself under `accelerate launch`: GAN on, gradient accumulation 2, resume."""
     out = tmp_path / "run"
