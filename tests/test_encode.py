@@ -1,5 +1,4 @@
 """Encoding datasets to sharded token ids: round trip, resume, corrupt inputs, processes, numpy-only reading."""
-import json
 import subprocess
 import sys
 
@@ -69,7 +68,7 @@ def test_resume_after_kill_has_no_duplicates_or_gaps(tok, tmp_path):
     with pytest.raises(FileNotFoundError, match="did not finish"):
         TokenDataset(out)
     first = (out / "shard-00000.bin").stat().st_mtime_ns
-    manifest = encode(tok, Images(), out)
+    encode(tok, Images(), out)
     assert (out / "shard-00000.bin").stat().st_mtime_ns == first, "completed shards are not redone"
     read = TokenDataset(out)
     assert sorted(r.index for r in read) == list(range(23))

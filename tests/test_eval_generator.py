@@ -9,8 +9,9 @@ import artok
 from artok import build_tokenizer
 from artok.cli import main
 from artok.commands.eval_generator import balanced_labels
+from artok.metrics.fid import sqrtm_trace
 from artok.metrics.generation import (ReferenceStatistics, frechet_from_statistics, inception_score,
-                                      mean_covariance, npz_images, precision_recall, sqrtm_trace)
+                                      mean_covariance, npz_images, precision_recall)
 from artok.registry import build_generator
 
 

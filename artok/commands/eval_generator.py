@@ -15,7 +15,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 SETTINGS = ("num_samples", "cfg", "cfg_schedule", "top_k", "top_p", "temperature", "more_smooth", "seed",

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from artok.metrics.fid import (INCEPTION_SIZE, InceptionFeatures, frechet_from_statistics, mean_covariance,
-                               sqrtm_trace)
+from artok.metrics.fid import INCEPTION_SIZE, InceptionFeatures, frechet_from_statistics, mean_covariance
 
 SPATIAL_CHANNELS = 7
 TF_FID_NETWORK = "tf-fid-inception-2015-12-05"
