@@ -4,19 +4,58 @@ The YAML files under ``configs/`` are dumps of these presets (a test keeps them 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 from artok.config import ConfigError, ConvEncoderConfig, GeneratorConfig, QuantizerConfig, TokenizerConfig, suggest
 
-TOKENIZER_PRESETS: dict[str, Callable[[], TokenizerConfig]] = {}
+
+class PresetFamily:
+    """Named config factories of one kind (tokenizer, generator, HART): registration by decorator, lookup
+    with dotted overrides, and the YAML dump under ``configs/<folder>/`` (tiny twins under ``configs/tiny/``).
+    """
+
+    def __init__(self, kind: str, config_class: type, folder: str) -> None:
+        self.kind, self.config_class, self.folder = kind, config_class, folder
+        self.presets: dict[str, Callable[[], Any]] = {}
+
+    def register(self, name: str):
+        def wrap(fn):
+            if name in self.presets:
+                raise ValueError(f"{self.kind} preset '{name}' is registered twice")
+            self.presets[name] = fn
+            return fn
+
+        return wrap
+
+    def config(self, name: str, **overrides: Any):
+        """The preset ``name`` with dotted overrides applied (``{"quantizer.codebook_size": 512}``)."""
+        if name not in self.presets:
+            raise ConfigError(f"unknown {self.kind} preset '{name}'{suggest(name, self.presets)}; "
+                              f"known: {', '.join(sorted(self.presets))}")
+        cfg = self.presets[name]()
+        return cfg.override(overrides) if overrides else cfg
+
+    def resolve(self, name_or_config, **overrides: Any):
+        """A config from a preset name or a config of this family, with overrides applied."""
+        if isinstance(name_or_config, self.config_class):
+            return name_or_config.override(overrides) if overrides else name_or_config
+        return self.config(name_or_config, **overrides)
+
+    def dump(self, configs_dir) -> list[Path]:
+        """Write every preset as YAML; returns the paths written."""
+        written = []
+        for name, make in self.presets.items():
+            path = Path(configs_dir) / ("tiny" if name.startswith("tiny-") else self.folder) / f"{name}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"# {self.kind} preset '{name}': {make.__doc__.splitlines()[0]}\n" + make().to_yaml())
+            written.append(path)
+        return written
 
 
-def tokenizer_preset(name: str):
-    def wrap(fn):
-        TOKENIZER_PRESETS[name] = fn
-        return fn
-
-    return wrap
+TOKENIZERS = PresetFamily("tokenizer", TokenizerConfig, "tokenizer")
+TOKENIZER_PRESETS = TOKENIZERS.presets
+tokenizer_preset = TOKENIZERS.register
 
 
 VAR_SCALES_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -87,21 +126,14 @@ def _quickstart_var_vqvae() -> TokenizerConfig:
 
 def tokenizer_config(name: str, **overrides: Any) -> TokenizerConfig:
     """The preset ``name`` with dotted overrides applied (``{"quantizer.codebook_size": 512}``)."""
-    if name not in TOKENIZER_PRESETS:
-        raise ConfigError(f"unknown tokenizer preset '{name}'{suggest(name, TOKENIZER_PRESETS)}; "
-                          f"known: {', '.join(sorted(TOKENIZER_PRESETS))}")
-    cfg = TOKENIZER_PRESETS[name]()
-    return cfg.override(overrides) if overrides else cfg
+    return TOKENIZERS.config(name, **overrides)
 
 
 def build_tokenizer(name_or_config: str | TokenizerConfig, **overrides: Any):
     """Build a tokenizer from a preset name or a config, e.g. ``build_tokenizer("tiny-var-vqvae")``."""
     from artok.tokenizers import Tokenizer
 
-    if isinstance(name_or_config, TokenizerConfig):
-        cfg = name_or_config.override(overrides) if overrides else name_or_config
-    else:
-        cfg = tokenizer_config(name_or_config, **overrides)
+    cfg = TOKENIZERS.resolve(name_or_config, **overrides)
     if cfg.quantizer.kind == "hybrid":
         from artok.tokenizers.hybrid import HybridTokenizer
 
@@ -112,30 +144,16 @@ def build_tokenizer(name_or_config: str | TokenizerConfig, **overrides: Any):
 def dump_tokenizer_presets(configs_dir) -> list:
     """Write every tokenizer preset as YAML: ``configs/tokenizer/<name>.yaml``, tiny twins under
     ``configs/tiny/``. Returns the paths written."""
-    from pathlib import Path
-
-    written = []
-    for name, make in TOKENIZER_PRESETS.items():
-        path = Path(configs_dir) / ("tiny" if name.startswith("tiny-") else "tokenizer") / f"{name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# tokenizer preset '{name}': {make.__doc__.splitlines()[0]}\n" + make().to_yaml())
-        written.append(path)
-    return written
+    return TOKENIZERS.dump(configs_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Generator presets (VAR transformers)
 # ---------------------------------------------------------------------------------------------------------
 
-GENERATOR_PRESETS: dict[str, Callable[[], GeneratorConfig]] = {}
-
-
-def generator_preset(name: str):
-    def wrap(fn):
-        GENERATOR_PRESETS[name] = fn
-        return fn
-
-    return wrap
+GENERATORS = PresetFamily("generator", GeneratorConfig, "generator")
+GENERATOR_PRESETS = GENERATORS.presets
+generator_preset = GENERATORS.register
 
 
 def _var(depth: int, *, shared_adaln: bool = False, scales: tuple[int, ...] = VAR_SCALES_256) -> GeneratorConfig:
@@ -192,36 +210,20 @@ def _quickstart_var() -> GeneratorConfig:
 
 def generator_config(name: str, **overrides: Any) -> GeneratorConfig:
     """The generator preset ``name`` with overrides applied (``{"depth": 4}``)."""
-    if name not in GENERATOR_PRESETS:
-        raise ConfigError(f"unknown generator preset '{name}'{suggest(name, GENERATOR_PRESETS)}; "
-                          f"known: {', '.join(sorted(GENERATOR_PRESETS))}")
-    cfg = GENERATOR_PRESETS[name]()
-    return cfg.override(overrides) if overrides else cfg
+    return GENERATORS.config(name, **overrides)
 
 
 def build_generator(name_or_config: str | GeneratorConfig, **overrides: Any):
     """Build a generator from a preset name or a config, e.g. ``build_generator("tiny-var")``."""
     from artok.models import Generator
 
-    if isinstance(name_or_config, GeneratorConfig):
-        cfg = name_or_config.override(overrides) if overrides else name_or_config
-    else:
-        cfg = generator_config(name_or_config, **overrides)
-    return Generator(cfg)
+    return Generator(GENERATORS.resolve(name_or_config, **overrides))
 
 
 def dump_generator_presets(configs_dir) -> list:
     """Write every generator preset as YAML: ``configs/generator/<name>.yaml``, tiny twins under
     ``configs/tiny/``. Returns the paths written."""
-    from pathlib import Path
-
-    written = []
-    for name, make in GENERATOR_PRESETS.items():
-        path = Path(configs_dir) / ("tiny" if name.startswith("tiny-") else "generator") / f"{name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# generator preset '{name}': {make.__doc__.splitlines()[0]}\n" + make().to_yaml())
-        written.append(path)
-    return written
+    return GENERATORS.dump(configs_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -296,15 +298,9 @@ def _tiny_hart_tokenizer() -> TokenizerConfig:
     return tiny.replace(quantizer=tiny.quantizer.replace(kind="hybrid"))
 
 
-HART_PRESETS: dict[str, Callable[[], HartConfig]] = {}
-
-
-def hart_preset(name: str):
-    def wrap(fn):
-        HART_PRESETS[name] = fn
-        return fn
-
-    return wrap
+HARTS = PresetFamily("HART", HartConfig, "hart")
+HART_PRESETS = HARTS.presets
+hart_preset = HARTS.register
 
 
 @hart_preset("hart-t2i-d24-1024")
@@ -350,32 +346,16 @@ def _tiny_hart_t2i() -> HartConfig:
 
 def hart_config(name: str, **overrides: Any) -> HartConfig:
     """The HART preset ``name`` with dotted overrides applied (``{"depth": 4}``)."""
-    if name not in HART_PRESETS:
-        raise ConfigError(f"unknown HART preset '{name}'{suggest(name, HART_PRESETS)}; "
-                          f"known: {', '.join(sorted(HART_PRESETS))}")
-    cfg = HART_PRESETS[name]()
-    return cfg.override(overrides) if overrides else cfg
+    return HARTS.config(name, **overrides)
 
 
 def build_hart(name_or_config: str | HartConfig, **overrides: Any):
     """Build a HART transformer from a preset name or a config, e.g. ``build_hart("tiny-hart-c2i")``."""
     from artok.models.hart import HartTransformer
 
-    if isinstance(name_or_config, HartConfig):
-        cfg = name_or_config.override(overrides) if overrides else name_or_config
-    else:
-        cfg = hart_config(name_or_config, **overrides)
-    return HartTransformer(cfg)
+    return HartTransformer(HARTS.resolve(name_or_config, **overrides))
 
 
 def dump_hart_presets(configs_dir) -> list:
     """Write every HART preset as YAML: ``configs/hart/<name>.yaml``, tiny twins under ``configs/tiny/``."""
-    from pathlib import Path
-
-    written = []
-    for name, make in HART_PRESETS.items():
-        path = Path(configs_dir) / ("tiny" if name.startswith("tiny-") else "hart") / f"{name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# HART preset '{name}': {make.__doc__.splitlines()[0]}\n" + make().to_yaml())
-        written.append(path)
-    return written
+    return HARTS.dump(configs_dir)

@@ -1,7 +1,7 @@
 """Train an image tokenizer (VQ, multi-scale VAR, hybrid HART) with Accelerate.
 
-    accelerate launch train/tokenizer.py --config configs/tiny/train_var_tokenizer.yaml --train.max_steps=200
-    accelerate launch --multi_gpu --num_processes 8 train/tokenizer.py --config configs/train/var_tokenizer_f16.yaml
+    accelerate launch train/tokenizer.py --config configs/tiny/train-var-tokenizer.yaml --train.max_steps=200
+    accelerate launch --multi_gpu --num_processes 8 train/tokenizer.py --config configs/train/var-tokenizer-f16.yaml
 
 Arguments after --config are dotted overrides of the YAML (``--train.lr=3e-4``, ``--data.path=/images``).
 The run directory (``train.out_dir``) receives config.yaml, checkpoints/ (resumed automatically), samples/

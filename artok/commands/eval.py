@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from artok.commands.targets import lazy_target, register_with_targets
+
 
 def load_tokenizer(path: str):
     """A tokenizer from a tokenizer folder, a pipeline folder, or a training run folder (its tokenizer/)."""
@@ -77,18 +79,8 @@ def register_tokenizer(targets, formatter_class) -> None:
     p.set_defaults(func=run_tokenizer)
 
 
-def _register_generator(targets, formatter_class) -> None:
-    from artok.commands.eval_generator import register_generator
-
-    register_generator(targets, formatter_class)
-
-
-TARGETS = [register_tokenizer, _register_generator]
+TARGETS = [register_tokenizer, lazy_target("artok.commands.eval_generator", "register_generator")]
 
 
 def register(sub, formatter_class) -> None:
-    p = sub.add_parser("eval", help="evaluate a model (tokenizer, ...)", formatter_class=formatter_class)
-    targets = p.add_subparsers(dest="target", metavar="TARGET")
-    targets.required = True
-    for add in TARGETS:
-        add(targets, formatter_class)
+    register_with_targets(sub, "eval", "evaluate a model (tokenizer, ...)", TARGETS, formatter_class)

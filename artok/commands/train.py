@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from artok.commands.targets import lazy_target, register_with_targets
+
 
 def free_port() -> int:
     """A TCP port that is free right now on this machine, for the processes' rendezvous (two runs on one
@@ -93,8 +95,8 @@ def register_tokenizer(targets, formatter_class) -> None:
         description="Train a tokenizer. Arguments after the options are dotted overrides of the YAML config, "
                     "e.g. --train.lr=3e-4 --tokenizer.quantizer.codebook_size=512. The run resumes automatically "
                     "from train.out_dir/checkpoints.",
-        epilog="example:\n  artok train tokenizer --config configs/tiny/train_var_tokenizer.yaml --train.max_steps=200\n"
-               "  artok train tokenizer --config configs/train/var_tokenizer_f16.yaml --data /images --num-processes 8")
+        epilog="example:\n  artok train tokenizer --config configs/tiny/train-var-tokenizer.yaml --train.max_steps=200\n"
+               "  artok train tokenizer --config configs/train/var-tokenizer-f16.yaml --data /images --num-processes 8")
     p.add_argument("--config", help="training YAML (configs/train/*.yaml, configs/tiny/*.yaml); defaults when omitted")
     p.add_argument("--data", help="shortcut for data.source/data.path: a folder, tar shards, hf:NAME, or one of "
                                   "procedural, fashion-mnist, skimage")
@@ -106,18 +108,8 @@ def register_tokenizer(targets, formatter_class) -> None:
     p.set_defaults(func=run_tokenizer, overrides=[])  # dotted overrides arrive as unknown options (cli.main)
 
 
-def _register_generator(targets, formatter_class) -> None:
-    from artok.commands.train_generator import register_generator
-
-    register_generator(targets, formatter_class)
-
-
-TARGETS = [register_tokenizer, _register_generator]
+TARGETS = [register_tokenizer, lazy_target("artok.commands.train_generator", "register_generator")]
 
 
 def register(sub, formatter_class) -> None:
-    p = sub.add_parser("train", help="train a model (tokenizer, ...)", formatter_class=formatter_class)
-    targets = p.add_subparsers(dest="target", metavar="TARGET")
-    targets.required = True
-    for add in TARGETS:
-        add(targets, formatter_class)
+    register_with_targets(sub, "train", "train a model (tokenizer, ...)", TARGETS, formatter_class)

@@ -52,8 +52,8 @@ def register_generator(targets, formatter_class) -> None:
         epilog="examples:\n"
                "  artok train generator --generator tiny-var --tokenizer runs/tok/tokenizer --tokens tokens/shapes "
                "--out-dir runs/gen\n"
-               "  artok train generator --config configs/train/var_d16.yaml --num-processes 8 --mixed-precision bf16")
-    p.add_argument("--config", help="training YAML (configs/train/var_*.yaml, configs/tiny/train_var_generator.yaml)")
+               "  artok train generator --config configs/train/var-d16.yaml --num-processes 8 --mixed-precision bf16")
+    p.add_argument("--config", help="training YAML (configs/train/var-*.yaml, configs/tiny/train-var-generator.yaml)")
     p.add_argument("--generator", help="generator preset (var-d16, ..., tiny-var); replaces the config's")
     p.add_argument("--tokenizer", help="tokenizer (or pipeline) checkpoint whose ids the generator models")
     p.add_argument("--tokens", help="token shards written by artok encode (data.tokens)")

@@ -54,3 +54,22 @@ def require(sd: StateDict, key: str, what: str) -> torch.Tensor:
     if key not in sd:
         raise CheckpointError(f"not a {what} checkpoint: key '{key}' is missing")
     return sd[key]
+
+
+class KeyRenames:
+    """Regex renames from an official checkpoint's keys to artok's, plus the official buffers artok derives
+    from its config (dropped on conversion). The first rule that matches a key applies; a key no rule
+    matches keeps its name."""
+
+    def __init__(self, rules: tuple[tuple[str, str], ...], derived: tuple[str, ...] = ()) -> None:
+        self.rules = tuple((re.compile(pattern), replacement) for pattern, replacement in rules)
+        self.derived = tuple(re.compile(pattern) for pattern in derived)
+
+    def __call__(self, key: str) -> str:
+        for rx, replacement in self.rules:
+            if rx.match(key):
+                return rx.sub(replacement, key)
+        return key
+
+    def is_derived(self, key: str) -> bool:
+        return any(rx.match(key) for rx in self.derived)

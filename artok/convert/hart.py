@@ -13,13 +13,12 @@ derived from the scales and the context length, so they are checked and dropped.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 
 from artok.config import DiffusionHeadConfig, HartConfig
-from artok.convert.common import StateDict, count_indexed, load_state_dict, require
+from artok.convert.common import KeyRenames, StateDict, count_indexed, load_state_dict, require
 from artok.convert.var import build_on, load_with_fills, tokenizer_config_from_var_keys, var_keys_to_artok
 from artok.hub import CheckpointError, load_strict
 
@@ -39,8 +38,7 @@ KEY_MAP: tuple[tuple[str, str], ...] = (
     (r"^diffloss\.net\.(.+)$", r"diffusion_head.net.\1"),
 )
 DERIVED_BUFFERS = (r"^lvl_1L$", r"^attn_bias_for_masking$", r"^blocks\.\d+\.attn\.zero_k_bias$")
-_KEY_MAP = tuple((re.compile(p), r) for p, r in KEY_MAP)
-_DERIVED = tuple(re.compile(p) for p in DERIVED_BUFFERS)
+official_key_to_artok = KeyRenames(KEY_MAP, DERIVED_BUFFERS)  # the artok name of an official HARTForT2I key
 POOLING = {"max": "max", "avg": "mean"}  # HART's sep_aln_pooling_mode → HartConfig.adaln_pooling
 WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin", "ema_model.bin",
                 "model.bin")
@@ -112,14 +110,6 @@ def hart_diffusion_head(state_dict, *, num_sampling_steps: int = 8, latent_scale
 # Transformer
 # ---------------------------------------------------------------------------------------------------------
 
-def official_key_to_artok(key: str) -> str:
-    """The artok name of an official ``HARTForT2I`` key."""
-    for rx, replacement in _KEY_MAP:
-        if rx.match(key):
-            return rx.sub(replacement, key)
-    return key
-
-
 def hart_transformer_config(sd: StateDict, *, scales, num_heads: int | None = None, adaln_pooling: str = "max",
                             class_dropout: float = 0.1, norm_eps: float = 1e-6, num_sampling_steps: int = 8,
                             diffusion_batch_mul: int = 4, max_context_tokens: int | None = None) -> HartConfig:
@@ -186,7 +176,7 @@ def hart_keys_to_artok(sd: StateDict, config: HartConfig) -> dict[str, torch.Ten
     buffers (``lvl_1L`` must hold the levels of ``config.scales`` after T context zeros)."""
     out = {}
     for key, value in sd.items():
-        if any(rx.match(key) for rx in _DERIVED):
+        if official_key_to_artok.is_derived(key):
             if key == "lvl_1L" and not value.is_meta:
                 T, K = config.max_context_tokens, len(config.scales)
                 want = torch.cat([torch.zeros(T, dtype=torch.long)] +

@@ -10,14 +10,13 @@ against the given scales and dropped.
 """
 from __future__ import annotations
 
-import re
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from artok.config import GeneratorConfig
-from artok.convert.common import StateDict, count_indexed, load_state_dict, require
+from artok.convert.common import KeyRenames, StateDict, count_indexed, load_state_dict, require
 from artok.hub import CheckpointError, load_strict
 
 WHAT = "VAR transformer"
@@ -35,21 +34,9 @@ KEY_MAP: tuple[tuple[str, str], ...] = (
     (r"^head_nm\.ada_lin\.1\.(.+)$", r"head_adaln.\1"),
 )
 DERIVED_BUFFERS = (r"^lvl_1L$", r"^attn_bias_for_masking$", r"^blocks\.\d+\.attn\.zero_k_bias$")
-_KEY_MAP = tuple((re.compile(p), r) for p, r in KEY_MAP)
-_DERIVED = tuple(re.compile(p) for p in DERIVED_BUFFERS)
-
-
-def official_key_to_artok(key: str) -> str:
-    """The artok name of an official VAR key (unchanged when no rule applies: word_embed, attn.proj, ffn.*,
-    q_bias, v_bias, head)."""
-    for rx, replacement in _KEY_MAP:
-        if rx.match(key):
-            return rx.sub(replacement, key)
-    return key
-
-
-def _is_derived(key: str) -> bool:
-    return any(rx.match(key) for rx in _DERIVED)
+# the artok name of an official VAR key (unchanged when no rule applies: word_embed, attn.proj, ffn.*, q_bias,
+# v_bias, head)
+official_key_to_artok = KeyRenames(KEY_MAP, DERIVED_BUFFERS)
 
 
 def var_transformer_config(sd: StateDict, *, scales, num_heads: int | None = None, class_dropout: float = 0.1,
@@ -125,7 +112,7 @@ def _levels(config: GeneratorConfig) -> torch.Tensor:
 
 def var_keys_to_artok(sd: StateDict) -> dict[str, torch.Tensor]:
     """Rename an official VAR state dict to artok's keys, dropping the derived buffers."""
-    return {official_key_to_artok(k): v for k, v in sd.items() if not _is_derived(k)}
+    return {official_key_to_artok(k): v for k, v in sd.items() if not official_key_to_artok.is_derived(k)}
 
 
 def var_transformer(state_dict, *, scales, num_heads: int | None = None, class_dropout: float = 0.1,
