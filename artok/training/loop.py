@@ -13,6 +13,9 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+
+from artok.training.checkpoint import save_checkpoint
 
 
 @contextlib.contextmanager
@@ -103,8 +106,6 @@ class StepClock:
     """
 
     def __init__(self, accelerator, state, train, *, resumed: bool, progress: bool) -> None:
-        from tqdm.auto import tqdm
-
         self.accelerator, self.state, self.train = accelerator, state, train
         self.started = time.time() - state.seconds
         self.window = (time.time(), state.step)
@@ -139,8 +140,6 @@ class StepClock:
         return images_per_step * steps / max(elapsed, 1e-9)
 
     def save(self) -> None:
-        from artok.training.checkpoint import save_checkpoint
-
         save_checkpoint(self.accelerator, self.state)
         self.saved_at = self.state.step
 

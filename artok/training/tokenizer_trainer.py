@@ -169,6 +169,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig, *, progress: bool = True) -> Trai
         save_grid(grid, out / "samples" / f"step_{step:07d}.png")
         log_images(accelerator, "reconstructions", grid, step)
 
+    def write_export() -> None:
+        if main:
+            export(snapshot(), out / EXPORT_DIR)
+            plot_curves(metrics_log.read(), out / "loss_curves.png")
+
     # -- loop: every iteration is one micro-step; per-step work runs when gradients were synchronised -------
     bad_files: set[str] = set()
     new_bad: list[str] = []
@@ -209,14 +214,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig, *, progress: bool = True) -> Trai
             write_grid(state.step)
         if clock.due(t.save_every):
             clock.save()
-            if main:
-                export(snapshot(), out / EXPORT_DIR)
-                plot_curves(metrics_log.read(), out / "loss_curves.png")
+            write_export()
 
     # -- finish: the last step saved, exported and drew the curves; evaluate the EMA weights on held-out images
-    if clock.close() and main:
-        export(snapshot(), out / EXPORT_DIR)
-        plot_curves(metrics_log.read(), out / "loss_curves.png")
+    if clock.close():
+        write_export()
     result = TrainResult(step=state.step, out_dir=out, export_dir=out / EXPORT_DIR, bad_files=len(bad_files),
                          tokenizer=tokenizer, ema=ema)
     if main and t.eval_images > 0:
