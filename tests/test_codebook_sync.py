@@ -13,9 +13,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, kind: str) -> N
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # identical initial weights, as DDP's initial broadcast gives
-        if kind == "msrq":
+        if kind.startswith("msrq"):
             q = MultiScaleResidualQuantizer(codebook_size=32, dim=4, scales=(1, 2, 4), ema_decay=0.9,
-                                            dead_code_threshold=0.5)
+                                            dead_code_threshold=0.5, scale_norm=kind == "msrq-scale-norm",
+                                            prefix_dropout=0.5 if kind == "msrq-scale-norm" else 0.0)
         else:
             q = VectorQuantizer(codebook_size=32, dim=4, scales=(4,), ema_decay=0.9, dead_code_threshold=0.5)
         q.train()
@@ -23,19 +24,22 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, kind: str) -> N
         for _ in range(5):
             q(torch.randn(3, 4, 4, 4) * (1 + rank))
         torch.save({"weight": q.codebook.weight.detach(), "usage": q.codebook.usage,
-                    "ema_count": q.codebook.ema_count, "restarted": q.codebook.restarted_last_update},
+                    "ema_count": q.codebook.ema_count, "restarted": q.codebook.restarted_last_update,
+                    "scale_rms": getattr(q, "scale_rms", torch.ones(1))},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kind", ["msrq", "vq"])
+@pytest.mark.parametrize("kind", ["msrq", "vq", "msrq-scale-norm"])
 def test_two_processes_hold_identical_codebooks(tmp_path, kind):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), kind), nprocs=2, join=True)
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
-    for key in ("weight", "usage", "ema_count"):
+    for key in ("weight", "usage", "ema_count", "scale_rms"):
         assert torch.equal(a[key], b[key]), f"{key} differs between processes"
     assert a["usage"].sum() > 0
+    if kind == "msrq-scale-norm":
+        assert not torch.equal(a["scale_rms"], torch.ones(3)), "the per-scale RMS was never updated"
 
 
 def test_single_process_statistics_differ_with_data():

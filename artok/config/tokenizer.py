@@ -58,14 +58,20 @@ class ConvEncoderConfig(EncoderConfig):
 
     ``attn_levels`` lists the resolution levels whose residual blocks are followed by self-attention;
     None means the lowest-resolution level only, as VQGAN and VAR do. The decoder built from the same
-    config uses ``num_res_blocks + 1`` blocks per level.
+    config uses ``num_res_blocks + 1`` blocks per level. ``level_blocks``, when set, gives the residual
+    blocks of each level (finest first) for the encoder and the decoder alike, so a small-image tokenizer
+    can skip the costly full-resolution blocks, e.g. ``ch_mult: [1, 2, 4], level_blocks: [0, 1, 1]``; the
+    resampling convolutions then change the width (so the decoder's high-resolution convolutions run at the
+    narrow width). ``mid: false`` drops the two middle blocks (and their attention).
     """
 
     kind: str = "conv"
     ch: int = 128
     ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
     num_res_blocks: int = 2
+    level_blocks: tuple[int, ...] | None = None
     attn_levels: tuple[int, ...] | None = None
+    mid: bool = True
     mid_attn: bool = True
     dropout: float = 0.0
     norm_groups: int = 32
@@ -82,6 +88,10 @@ class ConvEncoderConfig(EncoderConfig):
                 )
         if self.num_res_blocks < 1:
             raise ConfigError(f"encoder.num_res_blocks must be >= 1, got {self.num_res_blocks}")
+        if self.level_blocks is not None and (len(self.level_blocks) != len(self.ch_mult)
+                                              or any(b < 0 for b in self.level_blocks)):
+            raise ConfigError(f"encoder.level_blocks must give a count >= 0 for each of the {len(self.ch_mult)} "
+                              f"levels of ch_mult, got {list(self.level_blocks)}")
         for lvl in self.attention_levels:
             if not 0 <= lvl < len(self.ch_mult):
                 raise ConfigError(f"encoder.attn_levels: level {lvl} outside 0..{len(self.ch_mult) - 1}")
@@ -111,7 +121,10 @@ class QuantizerConfig(Config):
 
     ``scales`` are the side lengths of the token maps, smallest first; the last equals the latent side.
     ``quant_resi`` is VAR's φ mixing ratio r (φ(h) = (1-r)h + r·conv(h)); ``share_quant_resi`` is the number
-    of φ convolutions shared across scales (0: one per scale, 1: one for all).
+    of φ convolutions shared across scales (0: one per scale, 1: one for all). ``scale_norm`` (each scale
+    looks up its residual in units of its running RMS) and ``prefix_dropout`` (decode a fraction of the
+    training images from their first scales only) are multi-scale (``msrq``) options; see
+    ``MultiScaleResidualQuantizer``.
     """
 
     kind: str = "msrq"
@@ -125,6 +138,8 @@ class QuantizerConfig(Config):
     quant_resi: float = 0.5
     share_quant_resi: int = 4
     skip_continuous_prob: float = 0.5
+    scale_norm: bool = False
+    prefix_dropout: float = 0.0
 
     def validate(self) -> None:
         if self.kind not in QUANTIZER_KINDS:
@@ -149,6 +164,11 @@ class QuantizerConfig(Config):
             raise ConfigError(f"quantizer.dead_code_threshold must be >= 0, got {self.dead_code_threshold}")
         if not 0.0 <= self.skip_continuous_prob <= 1.0:
             raise ConfigError(f"quantizer.skip_continuous_prob must be in [0, 1], got {self.skip_continuous_prob}")
+        if not 0.0 <= self.prefix_dropout < 1.0:
+            raise ConfigError(f"quantizer.prefix_dropout must be in [0, 1), got {self.prefix_dropout}")
+        if self.kind != "msrq" and (self.scale_norm or self.prefix_dropout > 0):
+            raise ConfigError(f"quantizer.scale_norm and quantizer.prefix_dropout are options of the multi-scale "
+                              f"quantizer (kind 'msrq'), not of '{self.kind}'")
 
     def unused_phi_convs(self) -> list[int]:
         """φ convolutions that no scale uses (e.g. 4 shared convs over 3 scales). Harmless for inference, but

@@ -19,6 +19,7 @@ GAN_LOSSES = ("hinge", "non-saturating")
 DISCRIMINATOR_NORMS = ("batch", "group", "none")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+SCHEDULE_UNITS = ("steps", "minutes")
 
 
 
@@ -31,6 +32,8 @@ class DataConfig(Config):
     (``path`` is a tar shard, a glob or a brace pattern such as ``shards/{000..009}.tar``), or a built-in
     offline set: ``fashion-mnist``, ``skimage`` (random crops of scikit-image's photos), ``procedural``.
     ``resize`` is the shorter side before cropping (None: the image size, so crops keep the whole width).
+    ``pad_small``: images smaller than the model's size are padded with black (centred) instead of
+    upscaled, as Fashion-MNIST's 28 px images are usually padded to 32 px.
     """
 
     source: str = "procedural"
@@ -42,6 +45,7 @@ class DataConfig(Config):
     resize: int | None = None
     crop: str = "random"
     horizontal_flip: bool = True
+    pad_small: bool = False
     num_workers: int = 2
 
     def validate(self) -> None:
@@ -113,6 +117,10 @@ class TrainConfig(Config):
     newest complete checkpoint in ``out_dir/checkpoints`` when there is one, ``never`` starts fresh, or a
     checkpoint folder. ``init_from`` loads weights from an artok checkpoint before training (e.g. the
     discrete tokenizer a hybrid one starts from); ``freeze`` lists parameter-name prefixes kept fixed.
+    ``schedule_over``: ``steps`` decays the LR over ``max_steps``; ``minutes`` over ``max_minutes`` (the
+    fraction of the time budget spent, or of ``max_steps`` if that ends the run first), so a time-boxed run
+    ends at its lowest rate however many steps the machine manages. Time-laid schedules depend on the
+    machine's speed, so two runs are not bit-identical; resuming continues from the recorded run time.
     """
 
     out_dir: str = "runs/tokenizer"
@@ -127,6 +135,7 @@ class TrainConfig(Config):
     betas: tuple[float, float] = (0.5, 0.9)
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
+    schedule_over: str = "steps"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
@@ -146,6 +155,10 @@ class TrainConfig(Config):
     def validate(self) -> None:
         _choice("train.mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("train.schedule_over", self.schedule_over, SCHEDULE_UNITS)
+        if self.schedule_over == "minutes" and self.max_minutes is None:
+            raise ConfigError("train.schedule_over 'minutes' lays the LR decay over train.max_minutes: set "
+                              "train.max_minutes too (or use schedule_over 'steps')")
         for name in ("batch_size", "max_steps", "gradient_accumulation_steps", "log_every", "sample_every",
                      "save_every"):
             if getattr(self, name) < 1:

@@ -43,7 +43,7 @@ def build_dataset(config: DataConfig, *, image_size: int, train: bool = True, se
                   split: str | None = None) -> TrainingSet:
     """Source + transform: random crops and flips for training, center crops for evaluation."""
     transform = ImageTransform(image_size, resize=config.resize, crop=config.crop if train else "center",
-                               horizontal_flip=config.horizontal_flip and train)
+                               horizontal_flip=config.horizontal_flip and train, pad_small=config.pad_small)
     return TrainingSet(build_source(config, image_size=image_size, seed=seed, split=split), transform, seed=seed)
 
 
@@ -51,6 +51,8 @@ def data_config_from_spec(spec: str, **fields) -> DataConfig:
     """``--data`` on the command line: a built-in name (``procedural``, ``fashion-mnist``, ``skimage``), an
     image folder, a ``save_to_disk`` dataset folder, tar shards (``*.tar`` patterns), or ``hf:NAME``."""
     if spec in ("procedural", "fashion-mnist", "skimage"):
+        if spec == "fashion-mnist":
+            fields.setdefault("pad_small", True)  # 28 px → 32 px with black borders, as the field pads it
         return DataConfig(source=spec, **fields)
     if spec.startswith("hf:"):
         return DataConfig(source="hf", path=spec[3:], **fields)

@@ -31,20 +31,26 @@ class ImageTransform:
         resize: shorter side before cropping; None means ``size`` (the crop keeps the whole short side).
         crop: ``random`` or ``center``.
         horizontal_flip: flip half of the images left-right.
+        pad_small: an image smaller than ``size`` on both sides is padded with black to size × size
+            (centred) instead of upscaled: Fashion-MNIST's 28 px images become the usual 32 px ones.
     """
 
     def __init__(self, size: int, *, resize: int | None = None, crop: str = "center",
-                 horizontal_flip: bool = False) -> None:
+                 horizontal_flip: bool = False, pad_small: bool = False) -> None:
         if crop not in ("random", "center"):
             raise ValueError(f"crop must be 'random' or 'center', got '{crop}'")
         self.size, self.resize = size, resize or size
         if self.resize < size:
             raise ValueError(f"resize {self.resize} is smaller than the crop size {size}")
-        self.crop, self.horizontal_flip = crop, horizontal_flip
+        self.crop, self.horizontal_flip, self.pad_small = crop, horizontal_flip, pad_small
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """RGB image → (3, size, size) in [-1, 1]."""
         w, h = image.size
+        if self.pad_small and w <= self.size and h <= self.size and (w, h) != (self.size, self.size):
+            canvas = Image.new("RGB", (self.size, self.size), (0, 0, 0))
+            canvas.paste(image.convert("RGB"), ((self.size - w) // 2, (self.size - h) // 2))
+            image, (w, h) = canvas, canvas.size
         scale = self.resize / min(w, h)
         new_w, new_h = max(self.size, round(w * scale)), max(self.size, round(h * scale))
         if (new_w, new_h) != (w, h):

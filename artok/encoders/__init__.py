@@ -28,7 +28,8 @@ def register_encoder(kind: str, build_encoder: Callable, build_decoder: Callable
 
 def _conv_kwargs(cfg) -> dict:
     return dict(ch=cfg.ch, ch_mult=tuple(cfg.ch_mult), num_res_blocks=cfg.num_res_blocks,
-                attn_levels=cfg.attn_levels, mid_attn=cfg.mid_attn, dropout=cfg.dropout,
+                level_blocks=cfg.level_blocks,
+                attn_levels=cfg.attn_levels, mid=cfg.mid, mid_attn=cfg.mid_attn, dropout=cfg.dropout,
                 norm_groups=cfg.norm_groups)
 
 

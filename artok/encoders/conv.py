@@ -49,25 +49,37 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Right/bottom zero pad, then a stride-2 3×3 conv."""
+    """Right/bottom zero pad, then a stride-2 3×3 conv (to ``out_channels`` when given)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, out_channels: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, 2, 0)
+        self.conv = nn.Conv2d(channels, out_channels or channels, 3, 2, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1), mode="constant", value=0))
 
 
 class Upsample(nn.Module):
-    """Nearest ×2, then a 3×3 conv."""
+    """Nearest ×2, then a 3×3 conv (to ``out_channels`` when given)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, out_channels: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.conv = nn.Conv2d(channels, out_channels or channels, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def level_block_counts(levels: int, num_res_blocks: int, level_blocks: tuple[int, ...] | None, *,
+                       decoder: bool) -> tuple[int, ...]:
+    """Residual blocks per resolution level, finest first. ``level_blocks`` gives them per level for the
+    encoder and the decoder alike (0 at the full resolution keeps small images cheap); without it every
+    level has ``num_res_blocks`` in the encoder and ``num_res_blocks + 1`` in the decoder (VQGAN, VAR)."""
+    if level_blocks is None:
+        return (num_res_blocks + (1 if decoder else 0),) * levels
+    if len(level_blocks) != levels or any(b < 0 for b in level_blocks):
+        raise ValueError(f"level_blocks {tuple(level_blocks)} must give a count >= 0 for each of the {levels} levels")
+    return tuple(int(b) for b in level_blocks)
 
 
 class _Level(nn.Module):
@@ -107,7 +119,9 @@ class ConvEncoder(nn.Module):
         ch: int = 128,
         ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4),
         num_res_blocks: int = 2,
+        level_blocks: tuple[int, ...] | None = None,
         attn_levels: tuple[int, ...] | None = None,
+        mid: bool = True,
         mid_attn: bool = True,
         dropout: float = 0.0,
         norm_groups: int = 32,
@@ -116,22 +130,27 @@ class ConvEncoder(nn.Module):
         super().__init__()
         n = len(ch_mult)
         attn_levels = (n - 1,) if attn_levels is None else tuple(attn_levels)
+        counts = level_block_counts(n, num_res_blocks, level_blocks, decoder=False)
         self.conv_in = nn.Conv2d(in_channels, ch, 3, 1, 1)
-        in_mult = (1,) + tuple(ch_mult)
+        c_in = ch
         self.down = nn.ModuleList()
         for i in range(n):
-            c_in, c_out = ch * in_mult[i], ch * ch_mult[i]
+            c_out = ch * ch_mult[i]
             blocks, attns = [], []
-            for _ in range(num_res_blocks):
+            for _ in range(counts[i]):
                 blocks.append(ResnetBlock(c_in, c_out, dropout=dropout, groups=norm_groups))
                 c_in = c_out
                 if i in attn_levels:
                     attns.append(AttnBlock(c_out, groups=norm_groups))
             level = _Level(blocks, attns)
             if i != n - 1:
-                level.downsample = Downsample(c_out)
+                # with per-level counts the downsampling conv moves to the next level's width (a level may
+                # have no blocks to do it); otherwise the blocks change widths, as VQGAN's do
+                nxt = ch * ch_mult[i + 1] if level_blocks is not None else c_in
+                level.downsample = Downsample(c_in, nxt if nxt != c_in else None)
+                c_in = nxt
             self.down.append(level)
-        self.mid = _Mid(c_in, attn=mid_attn, dropout=dropout, groups=norm_groups)
+        self.mid = _Mid(c_in, attn=mid_attn, dropout=dropout, groups=norm_groups) if mid else nn.Identity()
         self.norm_out = group_norm(c_in, norm_groups)
         self.conv_out = nn.Conv2d(c_in, latent_channels, 3, 1, 1)
         self.downsample_factor = 2 ** (n - 1)
@@ -156,7 +175,9 @@ class ConvDecoder(nn.Module):
         ch: int = 128,
         ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4),
         num_res_blocks: int = 2,
+        level_blocks: tuple[int, ...] | None = None,
         attn_levels: tuple[int, ...] | None = None,
+        mid: bool = True,
         mid_attn: bool = True,
         dropout: float = 0.0,
         norm_groups: int = 32,
@@ -165,21 +186,26 @@ class ConvDecoder(nn.Module):
         super().__init__()
         n = len(ch_mult)
         attn_levels = (n - 1,) if attn_levels is None else tuple(attn_levels)
+        counts = level_block_counts(n, num_res_blocks, level_blocks, decoder=True)
         c_in = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(latent_channels, c_in, 3, 1, 1)
-        self.mid = _Mid(c_in, attn=mid_attn, dropout=dropout, groups=norm_groups)
+        self.mid = _Mid(c_in, attn=mid_attn, dropout=dropout, groups=norm_groups) if mid else nn.Identity()
         levels = []
         for i in reversed(range(n)):
             c_out = ch * ch_mult[i]
             blocks, attns = [], []
-            for _ in range(num_res_blocks + 1):
+            for _ in range(counts[i]):
                 blocks.append(ResnetBlock(c_in, c_out, dropout=dropout, groups=norm_groups))
                 c_in = c_out
                 if i in attn_levels:
                     attns.append(AttnBlock(c_out, groups=norm_groups))
             level = _Level(blocks, attns)
             if i != 0:
-                level.upsample = Upsample(c_out)
+                # with per-level counts the upsampling conv moves to the finer level's width, so the costly
+                # high-resolution convs run at the narrow width; otherwise the blocks change widths
+                nxt = ch * ch_mult[i - 1] if level_blocks is not None else c_in
+                level.upsample = Upsample(c_in, nxt if nxt != c_in else None)
+                c_in = nxt
             levels.insert(0, level)
         self.up = nn.ModuleList(levels)  # up[0] is the highest resolution, as in the official keys
         self.norm_out = group_norm(c_in, norm_groups)

@@ -1,4 +1,5 @@
-"""Reconstruction evaluation of a tokenizer: PSNR, SSIM, LPIPS, rFID and codebook usage per scale."""
+"""Reconstruction evaluation of a tokenizer: PSNR, SSIM, LPIPS, rFID, codebook usage per scale, and the PSNR
+of the decoding of each prefix of scales (what a next-scale generator has drawn after k scales)."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -9,7 +10,7 @@ from tqdm.auto import tqdm
 from artok.metrics.codebook import CodebookCounter
 from artok.metrics.image import psnr, ssim
 
-METRICS = ("psnr", "ssim", "lpips", "rfid", "usage")
+METRICS = ("psnr", "ssim", "lpips", "rfid", "usage", "prefix")
 
 
 def check_metrics(metrics: Iterable[str]) -> tuple[str, ...]:
@@ -18,6 +19,12 @@ def check_metrics(metrics: Iterable[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown metric '{unknown[0]}'; choose from {', '.join(METRICS)}")
     return metrics
+
+
+def prefix_reconstructions(tokenizer, ids: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The decoding of the first k scales' ids, for k = 1 .. K − 1 (the full decoding is ``reconstruct``'s):
+    the cumulative quantized latent of those scales, decoded, discrete part only for hybrid tokenizers."""
+    return [tokenizer.decode(tokenizer.ids_to_latent(ids[:k])) for k in range(1, len(ids))]
 
 
 def reconstruct(tokenizer, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -52,6 +59,8 @@ def evaluate_tokenizer(tokenizer, batches: Iterable[dict], *, metrics: Iterable[
     hybrid = hasattr(tokenizer, "residual")
     if hybrid and "psnr" in sums:
         sums["psnr_discrete"] = 0.0  # the discrete-only decoding of a hybrid tokenizer, for comparison
+    num_scales = len(tokenizer.scales)
+    prefix_sums = [0.0] * num_scales if "prefix" in metrics and num_scales > 1 else []
     real_features, fake_features = [], []
     n = 0
     for batch in tqdm(batches, desc="evaluating", unit="batch", total=total, disable=not progress):
@@ -64,6 +73,10 @@ def evaluate_tokenizer(tokenizer, batches: Iterable[dict], *, metrics: Iterable[
             sums["psnr_discrete"] += float(psnr(tokenizer.detokenize(ids), images).sum())
         if "ssim" in sums:
             sums["ssim"] += float(ssim(rec, images).sum())
+        if prefix_sums:
+            discrete = tokenizer.detokenize(ids) if hybrid else rec
+            for k, partial in enumerate(prefix_reconstructions(tokenizer, ids) + [discrete]):
+                prefix_sums[k] += float(psnr(partial, images).sum())
         if lpips_net is not None:
             sums["lpips"] += float(lpips_net(rec, images).sum())
         if inception is not None:
@@ -74,6 +87,10 @@ def evaluate_tokenizer(tokenizer, batches: Iterable[dict], *, metrics: Iterable[
         raise ValueError("evaluation data is empty")
     results: dict = {"images": n, "image_size": int(images.shape[-1])}
     results.update({m: total / n for m, total in sums.items()})
+    if prefix_sums:
+        # PSNR after scales 1..k, for k = 1 .. K; the last entry is the full (discrete) decoding
+        results["prefix_psnr"] = [{"scales": list(tokenizer.scales[: k + 1]), "psnr": total / n}
+                                  for k, total in enumerate(prefix_sums)]
     if inception is not None:
         from artok.metrics.fid import frechet_distance
 
@@ -95,6 +112,10 @@ def format_table(results: dict) -> str:
             lines.append(f"{label:<16}{fmt.format(results[key])}")
     if "rfid" in results:
         lines.append(f"{'':<16}(Inception: {results['rfid_network']}; rFID is biased upward below ~10k images)")
+    if "prefix_psnr" in results:
+        lines.append("PSNR after the first k scales (what a next-scale generator has drawn by then)")
+        for row in results["prefix_psnr"]:
+            lines.append(f"  {'+'.join(f'{s}x{s}' for s in row['scales']):<28} {row['psnr']:.2f} dB")
     if "scales" in results:
         lines.append(f"codebook        {results['codebook_size']} codes")
         lines.append(f"  {'scale':>7} {'tokens':>9} {'codes used':>11} {'usage':>7} {'perplexity':>11}")

@@ -99,6 +99,15 @@ class MultiScaleResidualQuantizer(nn.Module):
         quant_resi, share_quant_resi: φ ratio r and the number of shared φ convs (0: one per scale).
         l2_norm: choose codes by cosine similarity (VAR's ``using_znorm``); code vectors are used as stored.
         ema_decay, dead_code_threshold, usage_decay: see ``Codebook``.
+        scale_norm: each scale looks its residual up in units of that scale's running RMS (``scale_rms``, a
+            buffer: an average over training batches, identical on every process) and adds ``rms · e``. The
+            residuals shrink from scale to scale, so without it the one shared codebook sits where the many
+            fine-scale vectors are and the coarse scales (1x1: the image mean, far from every code) pick a
+            handful of codes; with it every scale's inputs have the same spread and can share the codes.
+        prefix_dropout: in training, this fraction of the images is decoded from the first k scales only (k
+            uniform in 1 .. K − 1; nested dropout): the decoder learns to draw what the coarse scales hold,
+            and the encoder to put the image's layout there, which is what a next-scale generator starts
+            from. The losses and codebook statistics still use every scale.
     """
 
     def __init__(
@@ -114,8 +123,12 @@ class MultiScaleResidualQuantizer(nn.Module):
         ema_decay: float | None = None,
         dead_code_threshold: float = 0.0,
         usage_decay: float = 0.99,
+        scale_norm: bool = False,
+        prefix_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= prefix_dropout < 1.0:
+            raise ValueError(f"prefix_dropout must be in [0, 1), got {prefix_dropout}")
         self.scales = tuple(int(s) for s in scales)
         self.codebook_size, self.dim, self.beta = codebook_size, dim, beta
         self.codebook = Codebook(
@@ -124,6 +137,11 @@ class MultiScaleResidualQuantizer(nn.Module):
         )
         count = share_quant_resi if share_quant_resi > 0 else len(self.scales)
         self.phi = PhiSchedule(channels=dim, ratio=quant_resi, count=count, num_scales=len(self.scales))
+        self.scale_norm, self.prefix_dropout = scale_norm, prefix_dropout
+        self.rms_decay = usage_decay
+        if scale_norm:
+            self.register_buffer("scale_rms", torch.ones(len(self.scales)))
+            self.register_buffer("rms_updates", torch.zeros((), dtype=torch.long))
 
     # -- shapes -------------------------------------------------------------------------------------------
     @property
@@ -166,10 +184,31 @@ class MultiScaleResidualQuantizer(nn.Module):
         ``codes`` (B, pn*pn, C), when given, replaces the lookup e[ids]."""
         pn = self.scales[si]
         vectors = self.codebook(ids) if codes is None else codes
-        h = rearrange(vectors, "b (h w) c -> b c h w", h=pn, w=pn)
+        h = rearrange(self._gain(vectors, si), "b (h w) c -> b c h w", h=pn, w=pn)
         if si != self.num_scales - 1:
             h = bicubic_upsample(h, size)
         return self.phi(h, si)
+
+    # -- per-scale units (scale_norm) ---------------------------------------------------------------------
+    def _gain(self, vectors: torch.Tensor, si: int) -> torch.Tensor:
+        """Code vectors in the latent's units: × the scale's RMS with ``scale_norm``, as stored otherwise."""
+        return vectors * self.scale_rms[si].to(vectors.dtype) if self.scale_norm else vectors
+
+    def _units(self, z: torch.Tensor, si: int) -> torch.Tensor:
+        """A scale's input vectors in codebook units (÷ the scale's RMS with ``scale_norm``)."""
+        return z / self.scale_rms[si] if self.scale_norm else z
+
+    @torch.no_grad()
+    def _update_scale_rms(self, sumsq: torch.Tensor, counts: torch.Tensor) -> None:
+        """Running RMS per scale from this step's sums of squares and element counts, summed over processes
+        (one collective), bias-corrected like the codebook's usage."""
+        total = self.codebook.sync.all_reduce_sum(torch.cat([sumsq, counts]).double())
+        rms = (total[: self.num_scales] / total[self.num_scales:].clamp_min(1)).sqrt().float().clamp_min(1e-6)
+        n = int(self.rms_updates)
+        decay = min(self.rms_decay, n / (n + 1.0))
+        # a new tensor, not an in-place update: this step's graph still holds the old units for backward
+        self.scale_rms = self.scale_rms * decay + rms.to(self.scale_rms.device) * (1.0 - decay)
+        self.rms_updates += 1
 
     def _residual_loop(self, f: torch.Tensor, *, keep_fhats: bool = False):
         """Run 4.2.3 on f (fp32). Returns ids per scale, f̂ after each scale (or only the last), the
@@ -180,7 +219,7 @@ class MultiScaleResidualQuantizer(nn.Module):
         ids, fhats, inputs = [], [], []
         for si, pn in enumerate(self.scales):
             z = area_downsample(f_rest, pn) if si != self.num_scales - 1 else f_rest
-            z = rearrange(z, "b c h w -> (b h w) c")  # (B*pn*pn, C), raster order
+            z = self._units(rearrange(z, "b c h w -> (b h w) c"), si)  # (B*pn*pn, C), raster order
             idx = self.codebook.nearest(z).view(f.shape[0], pn * pn)
             h = self._code_map(idx, si, H)
             f_hat = f_hat + h
@@ -222,14 +261,18 @@ class MultiScaleResidualQuantizer(nn.Module):
             f_hat = torch.zeros_like(f_rest)
             commitment = f.new_zeros(())
             codebook = f.new_zeros(())
-            ids, inputs = [], []
+            ids, inputs, fhats = [], [], []
             # f − sg(f): zero, but carries the gradient of the latent into each scale's input
             f_grad = f - f_nograd
             hits = f.new_zeros(self.num_scales, self.codebook_size)
             assigned = f.new_zeros(self.codebook_size, self.dim) if self.codebook.ema_decay is not None else None
+            sumsq, counts = f.new_zeros(self.num_scales), f.new_zeros(self.num_scales)
             for si, pn in enumerate(self.scales):
                 z = area_downsample(f_rest, pn) if si != self.num_scales - 1 else f_rest
                 z = rearrange(z, "b c h w -> (b h w) c")  # (B*pn*pn, C)
+                if self.scale_norm and self.training:
+                    sumsq[si], counts[si] = z.square().sum(), z.numel()
+                z = self._units(z, si)
                 idx = self.codebook.nearest(z)
                 if self.training:
                     hits[si] = torch.bincount(idx, minlength=self.codebook_size).float()
@@ -241,19 +284,33 @@ class MultiScaleResidualQuantizer(nn.Module):
                 f_rest = f_rest - h.detach()
                 ids.append(idx)
                 grad_path = area_downsample(f_grad, pn) if si != self.num_scales - 1 else f_grad
-                inputs.append(z + rearrange(grad_path, "b c h w -> (b h w) c"))
+                inputs.append(z + self._units(rearrange(grad_path, "b c h w -> (b h w) c"), si))
                 commitment = commitment + F.mse_loss(f_hat.detach(), f) * self.beta
                 codebook = codebook + F.mse_loss(f_hat, f_nograd)
+                fhats.append(f_hat)
             commitment = commitment / self.num_scales
             codebook = codebook / self.num_scales
-            quantized = (f_hat.detach() - f_nograd) + f  # straight-through estimator
+            decoded = self._prefix_dropout(fhats) if self.training and self.prefix_dropout > 0 else f_hat
+            quantized = (decoded.detach() - f_nograd) + f  # straight-through estimator
         if self.training:
             self.codebook.update(hits, assigned, [z.detach() for z in inputs])
+            if self.scale_norm:
+                self._update_scale_rms(sumsq, counts)
         stats = batch_statistics(torch.cat(ids, 1), self.codebook_size)
         return QuantizerOutput(
             quantized=quantized.to(in_dtype), ids=ids,
             losses={"commitment": commitment, "codebook": codebook}, stats=stats, inputs=inputs,
         )
+
+    def _prefix_dropout(self, fhats: list[torch.Tensor]) -> torch.Tensor:
+        """Per image: f̂ of all scales, or with probability ``prefix_dropout`` f̂ of the first k scales."""
+        B, K = fhats[0].shape[0], len(fhats)
+        device = fhats[0].device
+        drop = torch.rand(B, device=device) < self.prefix_dropout
+        kept = torch.randint(0, K - 1, (B,), device=device)  # index of the last kept scale
+        last = torch.where(drop, kept, torch.full_like(kept, K - 1))
+        stacked = torch.stack(fhats, 0)  # (K, B, C, H, W)
+        return stacked[last, torch.arange(B, device=device)]
 
     # -- from ids -----------------------------------------------------------------------------------------
     def ids_to_latent(self, ids: list[torch.Tensor], *, progressive: bool = False) -> torch.Tensor:
@@ -269,7 +326,7 @@ class MultiScaleResidualQuantizer(nn.Module):
             f_hat = None
             for si, idx in enumerate(ids):
                 pn = self.scales[si]
-                h = rearrange(self.codebook(idx), "b (h w) c -> b c h w", h=pn, w=pn)
+                h = rearrange(self._gain(self.codebook(idx), si), "b (h w) c -> b c h w", h=pn, w=pn)
                 f_hat = h.new_zeros(B, self.dim, pn, pn) if f_hat is None else bicubic_upsample(f_hat, pn)
                 f_hat = f_hat + self.phi(h, si)
             return f_hat

@@ -23,7 +23,7 @@ from artok.sampling import check_compatible, generate
 from artok.training.checkpoint import TrainingState, export, freeze, initialize_from, resume
 from artok.training.ema import EMA
 from artok.training.loop import RunningMeans, StepClock
-from artok.training.optim import build_scheduler, weight_matrix_groups
+from artok.training.optim import build_scheduler, time_budget, weight_matrix_groups
 from artok.training.report import MetricsLog, plot_curves, save_grid, tile_grid
 from artok.training.tokenizer_trainer import build_accelerator, flat_config, log_images
 
@@ -246,9 +246,10 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
     if not groups:
         raise ConfigError("the generator has no trainable parameters (is everything frozen?)")
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    budget = time_budget(t)
     scheduler = build_scheduler(optimizer, schedule=t.lr_schedule, warmup_steps=t.warmup_steps,
                                 max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio,
-                                ticks_per_step=accelerator.num_processes)
+                                ticks_per_step=accelerator.num_processes, progress=budget)
     model, optimizer, scheduler = accelerator.prepare(HartObjective(generator_model) if cfg.is_hart else generator_model,
                                                       optimizer, scheduler)
     generator_model = accelerator.unwrap_model(model)
@@ -291,7 +292,7 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
             (out / EXPORT_DIR / "config.json").write_text(json.dumps({"model_type": "pipeline", "format_version": 1}))
 
     means = RunningMeans()
-    clock = StepClock(accelerator, state, t, resumed=resumed is not None, progress=progress)
+    clock = StepClock(accelerator, state, t, resumed=resumed is not None, progress=progress, budget=budget)
     batches = iter(loader)
     last_loss = None
     model.train()

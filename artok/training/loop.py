@@ -105,8 +105,9 @@ class StepClock:
     this is the run's last step. ``due(every)`` then says whether a periodic job runs at this step.
     """
 
-    def __init__(self, accelerator, state, train, *, resumed: bool, progress: bool) -> None:
+    def __init__(self, accelerator, state, train, *, resumed: bool, progress: bool, budget=None) -> None:
         self.accelerator, self.state, self.train = accelerator, state, train
+        self.budget = budget  # a BudgetProgress the LR schedule reads, updated at every step
         self.started = time.time() - state.seconds
         self.window = (time.time(), state.step)
         self.saved_at = state.step if resumed else -1
@@ -124,8 +125,12 @@ class StepClock:
         state.seconds = time.time() - self.started
         self.bar.update(1)
         if t.max_minutes is not None:
-            flag = torch.tensor([float(state.seconds > 60 * t.max_minutes)], device=self.accelerator.device)
-            self.out_of_time = bool(self.accelerator.reduce(flag, reduction="sum") > 0)
+            # every process uses the same (mean) run time: it stops them together and sets one LR for all
+            seconds = torch.tensor([state.seconds], dtype=torch.float64, device=self.accelerator.device)
+            seconds = float(self.accelerator.reduce(seconds, reduction="mean"))
+            self.out_of_time = seconds > 60 * t.max_minutes
+            if self.budget is not None:
+                self.budget.update(seconds=seconds, step=state.step)
         self.last = state.step == t.max_steps or self.out_of_time
         return self.last
 

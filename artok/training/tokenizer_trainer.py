@@ -17,7 +17,7 @@ from artok.registry import build_tokenizer
 from artok.training.checkpoint import TrainingState, export, freeze, initialize_from, resume
 from artok.training.ema import EMA
 from artok.training.loop import RunningMeans, StepClock, gan_step
-from artok.training.optim import build_optimizer, build_scheduler
+from artok.training.optim import build_optimizer, build_scheduler, time_budget
 from artok.training.report import MetricsLog, plot_curves, reconstruction_grid, save_grid
 
 EXPORT_DIR = "tokenizer"  # out_dir/tokenizer: the EMA weights, loadable with artok.from_pretrained
@@ -117,8 +117,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, *, progress: bool = True) -> Trai
     freeze(tokenizer, t.freeze)
     loss_fn = TokenizerLoss(cfg.loss).to(accelerator.device)
     optimizer = build_optimizer(tokenizer, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    budget = time_budget(t)
     schedule = dict(schedule=t.lr_schedule, warmup_steps=t.warmup_steps, max_steps=t.max_steps,
-                    min_lr_ratio=t.min_lr_ratio, ticks_per_step=accelerator.num_processes)
+                    min_lr_ratio=t.min_lr_ratio, ticks_per_step=accelerator.num_processes, progress=budget)
     scheduler = build_scheduler(optimizer, **schedule)
     model, optimizer, scheduler = accelerator.prepare(tokenizer, optimizer, scheduler)
     discriminator = d_optimizer = d_scheduler = None
@@ -178,7 +179,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, *, progress: bool = True) -> Trai
     bad_files: set[str] = set()
     new_bad: list[str] = []
     means = RunningMeans()
-    clock = StepClock(accelerator, state, t, resumed=resumed is not None, progress=progress)
+    clock = StepClock(accelerator, state, t, resumed=resumed is not None, progress=progress, budget=budget)
     images_per_step = t.batch_size * t.gradient_accumulation_steps * accelerator.num_processes
     batches = iter(loader)
     model.train()
@@ -223,7 +224,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, *, progress: bool = True) -> Trai
                          tokenizer=tokenizer, ema=ema)
     if main and t.eval_images > 0:
         batches = evaluation_loader(eval_set, batch_size=min(64, t.eval_images), num_images=t.eval_images)
-        result.eval = evaluate_tokenizer(snapshot(), batches, metrics=("psnr", "ssim", "usage"),
+        result.eval = evaluate_tokenizer(snapshot(), batches, metrics=("psnr", "ssim", "usage", "prefix"),
                                          device=accelerator.device, progress=False)
         (out / "eval.json").write_text(json.dumps(result.eval, indent=2))
     accelerator.wait_for_everyone()
