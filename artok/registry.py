@@ -124,6 +124,21 @@ def _quickstart_var_vqvae() -> TokenizerConfig:
     )
 
 
+@tokenizer_preset("var-vqvae-32")
+def _var_vqvae_32() -> TokenizerConfig:
+    """A multi-scale tokenizer for 32 px images (Fashion-MNIST, CIFAR-sized crops): 8x8 latent of C=16,
+    scales (1, 2, 4, 8) = 85 tokens, V=512 EMA codes. A light conv body (0.4 M parameters: no
+    full-resolution or middle blocks, widths 16/32/64) for CPU minutes; standardised per-scale lookups,
+    scale-aware dead-code restart and prefix dropout (configs/recipes/fashion-mnist-tokenizer.yaml)."""
+    return TokenizerConfig(
+        image_size=32, latent_channels=16,
+        encoder=ConvEncoderConfig(ch=16, ch_mult=(1, 2, 4), level_blocks=(0, 1, 2), attn_levels=(), mid=False,
+                                  mid_attn=False, norm_groups=8),
+        quantizer=QuantizerConfig(kind="msrq", codebook_size=512, scales=QUICKSTART_SCALES, ema_decay=0.99,
+                                  dead_code_threshold=0.1, scale_norm=True, prefix_dropout=0.03),
+    )
+
+
 def tokenizer_config(name: str, **overrides: Any) -> TokenizerConfig:
     """The preset ``name`` with dotted overrides applied (``{"quantizer.codebook_size": 512}``)."""
     return TOKENIZERS.config(name, **overrides)

@@ -25,7 +25,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, kind: str) -> N
             q(torch.randn(3, 4, 4, 4) * (1 + rank))
         torch.save({"weight": q.codebook.weight.detach(), "usage": q.codebook.usage,
                     "ema_count": q.codebook.ema_count, "restarted": q.codebook.restarted_last_update,
-                    "scale_rms": getattr(q, "scale_rms", torch.ones(1))},
+                    "scale_std": getattr(q, "scale_std", torch.ones(1)),
+                    "scale_mean": getattr(q, "scale_mean", torch.ones(1))},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -35,11 +36,11 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, kind: str) -> N
 def test_two_processes_hold_identical_codebooks(tmp_path, kind):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), kind), nprocs=2, join=True)
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
-    for key in ("weight", "usage", "ema_count", "scale_rms"):
+    for key in ("weight", "usage", "ema_count", "scale_std", "scale_mean"):
         assert torch.equal(a[key], b[key]), f"{key} differs between processes"
     assert a["usage"].sum() > 0
     if kind == "msrq-scale-norm":
-        assert not torch.equal(a["scale_rms"], torch.ones(3)), "the per-scale RMS was never updated"
+        assert not torch.equal(a["scale_std"], torch.ones(3)), "the per-scale statistics were never updated"
 
 
 def test_single_process_statistics_differ_with_data():

@@ -136,26 +136,28 @@ def test_schedule_over_minutes_needs_a_time_budget():
 
 # -- per-scale units ------------------------------------------------------------------------------------------
 
-def test_scale_norm_looks_up_in_units_of_each_scales_rms():
+def test_scale_norm_standardises_each_scales_inputs():
     torch.manual_seed(0)
     q = MultiScaleResidualQuantizer(codebook_size=16, dim=4, scales=(1, 2, 4), ema_decay=0.9, scale_norm=True,
                                     usage_decay=0.5).train()
-    f = torch.randn(8, 4, 4, 4) * 3
+    f = torch.randn(8, 4, 4, 4) * 3 + torch.tensor([5.0, -2.0, 0.0, 1.0]).view(1, 4, 1, 1)
     q(f)
-    assert q.scale_rms[0] == pytest.approx(float(f.mean((2, 3)).square().mean().sqrt()), rel=1e-5)
+    means = f.mean((2, 3))  # the 1x1 inputs: one per image
+    assert torch.allclose(q.scale_mean[0], means.mean(0), atol=1e-5)
+    assert q.scale_std[0] == pytest.approx(float((means - means.mean(0)).square().mean().sqrt()), rel=1e-4)
     q.eval()
     ids = q.quantize(f)
-    # scale 0's ids are the nearest codes of the image means in units of that scale's RMS
-    z = f.mean((2, 3)) / q.scale_rms[0]
+    # scale 0's ids are the nearest codes of the standardised image means
+    z = (means - q.scale_mean[0]) / q.scale_std[0]
     assert torch.equal(ids[0][:, 0], torch.cdist(z, q.codebook.weight).argmin(1))
-    # the latent adds rms · code: ids_to_latent of scale 0 alone is the upsampled scaled code
+    # and the latent adds mean + std · code
     one = q.ids_to_latent(ids[:1])
-    expected = q.phi(q.codebook(ids[0]).view(8, 4, 1, 1).expand(8, 4, 4, 4) * q.scale_rms[0], 0)
-    assert torch.allclose(one, expected, atol=1e-5)
+    code = q.scale_mean[0] + q.codebook(ids[0][:, 0]) * q.scale_std[0]
+    assert torch.allclose(one, q.phi(code.view(8, 4, 1, 1).expand(8, 4, 4, 4).contiguous(), 0), atol=1e-5)
     # eval never updates the units
-    before = q.scale_rms.clone()
+    before = q.scale_std.clone(), q.scale_mean.clone()
     q(f * 10)
-    assert torch.equal(before, q.scale_rms)
+    assert torch.equal(before[0], q.scale_std) and torch.equal(before[1], q.scale_mean)
 
 
 def test_scale_norm_is_saved_and_reloaded(tmp_path):
@@ -163,7 +165,8 @@ def test_scale_norm_is_saved_and_reloaded(tmp_path):
     tok(torch.rand(4, 3, 32, 32) * 2 - 1)
     tok.save_pretrained(tmp_path / "t")
     again = Tokenizer.from_pretrained(tmp_path / "t")
-    assert torch.equal(again.quantizer.scale_rms, tok.quantizer.scale_rms)
+    assert torch.equal(again.quantizer.scale_std, tok.quantizer.scale_std)
+    assert torch.equal(again.quantizer.scale_mean, tok.quantizer.scale_mean)
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     tok.eval()
     assert all(torch.equal(a, b) for a, b in zip(tok.tokenize(x), again.tokenize(x)))
@@ -226,3 +229,75 @@ def test_fashion_mnist_recipe_loads_and_builds(tmp_path):
     assert cfg.data.pad_small  # kept when --data points at a folder
     tok = Tokenizer(cfg.tokenizer)
     assert tok.downsample_factor == 4 and tok.scales == (1, 2, 4, 8)
+
+
+# -- scale-balanced EMA codes ---------------------------------------------------------------------------------
+
+def test_balance_scales_weights_each_scale_equally_in_the_ema():
+    torch.manual_seed(0)
+    kw = dict(codebook_size=8, dim=2, scales=(1, 2), ema_decay=0.5, quant_resi=0.0)
+    plain = MultiScaleResidualQuantizer(**kw).train()
+    balanced = MultiScaleResidualQuantizer(**kw, balance_scales=True).train()
+    balanced.load_state_dict(plain.state_dict())
+    f = torch.randn(3, 2, 2, 2)
+    ids = plain(f).ids
+    assert all(torch.equal(a, b) for a, b in zip(ids, balanced(f).ids))
+    # 3 images: 3 vectors at 1x1 and 12 at 2x2 enter the counts as 15 raw hits, or 7.5 + 7.5 balanced
+    added_plain = (plain.codebook.ema_count - 0.5) / 0.5
+    added_balanced = (balanced.codebook.ema_count - 0.5) / 0.5
+    assert added_plain.sum() == pytest.approx(15.0)
+    assert added_balanced.sum() == pytest.approx(15.0)
+    one = torch.bincount(ids[0].flatten(), minlength=8).float()
+    two = torch.bincount(ids[1].flatten(), minlength=8).float()
+    assert torch.allclose(added_balanced, one * 2.5 + two * 0.625)
+    assert torch.equal(plain.codebook.usage, balanced.codebook.usage)  # usage statistics stay raw hits
+    with pytest.raises(ConfigError, match="ema_decay"):
+        QuantizerConfig(balance_scales=True)
+
+
+def test_entropy_on_the_first_scales_only():
+    from artok.config import LossConfig
+    from artok.losses import TokenizerLoss
+
+    torch.manual_seed(0)
+    tok = Tokenizer(small_config()).train()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    out = tok(x)
+    every = TokenizerLoss(LossConfig(perceptual_weight=0, entropy_weight=1.0)).entropy(out.quantizer_inputs, tok)
+    first = TokenizerLoss(LossConfig(perceptual_weight=0, entropy_weight=1.0, entropy_scales=1))
+    coarse = first.entropy(out.quantizer_inputs, tok)
+    again = TokenizerLoss(LossConfig(perceptual_weight=0, entropy_weight=1.0)).entropy(out.quantizer_inputs[:1], tok)
+    assert torch.allclose(coarse, again) and not torch.allclose(coarse, every)
+    with pytest.raises(ConfigError, match="entropy_scales"):
+        LossConfig(entropy_scales=0)
+
+
+def test_recipe_trains_from_a_png_folder_on_a_time_budget(tmp_path):
+    """The recipe from ``--data DIR`` (class folders of 28 px PNGs, padded), ending on its time budget at the
+    lowest LR, with PSNR after each prefix in eval.json."""
+    import json
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    from artok.cli import main as cli
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(tmp_path / "data" / c / f"{i}.png")
+    out = tmp_path / "run"
+    try:
+        code = cli(["train", "tokenizer", "--config", str(RECIPE), "--data", str(tmp_path / "data"), "--out-dir", str(out),
+                    "--no-progress", "--train.max_minutes=0.04", "--train.batch_size=4", "--train.warmup_steps=1",
+                    "--train.log_every=1", "--train.eval_images=4", "--train.trackers=[]"])
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] >= 2
+    # the cosine is laid over the 2.4 s, not over the recipe's 10^6 steps: the run ends near its lowest rate
+    assert rows[-1]["lr"] < 0.1 * 2e-3
+    result = json.loads((out / "eval.json").read_text())
+    assert len(result["prefix_psnr"]) == 4 and result["prefix_psnr"][-1]["psnr"] == pytest.approx(result["psnr"])

@@ -122,7 +122,8 @@ class QuantizerConfig(Config):
     ``scales`` are the side lengths of the token maps, smallest first; the last equals the latent side.
     ``quant_resi`` is VAR's φ mixing ratio r (φ(h) = (1-r)h + r·conv(h)); ``share_quant_resi`` is the number
     of φ convolutions shared across scales (0: one per scale, 1: one for all). ``scale_norm`` (each scale
-    looks up its residual in units of its running RMS) and ``prefix_dropout`` (decode a fraction of the
+    looks up its residual in units of its running RMS), ``balance_scales`` (every scale moves the EMA codes
+    equally) and ``prefix_dropout`` (decode a fraction of the
     training images from their first scales only) are multi-scale (``msrq``) options; see
     ``MultiScaleResidualQuantizer``.
     """
@@ -139,6 +140,7 @@ class QuantizerConfig(Config):
     share_quant_resi: int = 4
     skip_continuous_prob: float = 0.5
     scale_norm: bool = False
+    balance_scales: bool = False
     prefix_dropout: float = 0.0
 
     def validate(self) -> None:
@@ -166,9 +168,11 @@ class QuantizerConfig(Config):
             raise ConfigError(f"quantizer.skip_continuous_prob must be in [0, 1], got {self.skip_continuous_prob}")
         if not 0.0 <= self.prefix_dropout < 1.0:
             raise ConfigError(f"quantizer.prefix_dropout must be in [0, 1), got {self.prefix_dropout}")
-        if self.kind != "msrq" and (self.scale_norm or self.prefix_dropout > 0):
-            raise ConfigError(f"quantizer.scale_norm and quantizer.prefix_dropout are options of the multi-scale "
-                              f"quantizer (kind 'msrq'), not of '{self.kind}'")
+        if self.kind != "msrq" and (self.scale_norm or self.balance_scales or self.prefix_dropout > 0):
+            raise ConfigError(f"quantizer.scale_norm, balance_scales and prefix_dropout are options of the "
+                              f"multi-scale quantizer (kind 'msrq'), not of '{self.kind}'")
+        if self.balance_scales and self.ema_decay is None:
+            raise ConfigError("quantizer.balance_scales weights the EMA code updates: set quantizer.ema_decay too")
 
     def unused_phi_convs(self) -> list[int]:
         """φ convolutions that no scale uses (e.g. 4 shared convs over 3 scales). Harmless for inference, but

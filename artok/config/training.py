@@ -69,7 +69,8 @@ class LossConfig(Config):
             LPIPS weights. ``perceptual_backbone_weights`` is a local torchvision state dict for the LPIPS
             backbone (offline machines). The entropy term (``artok/losses/entropy.py``) acts on the vectors
             each scale quantises; ``entropy_temperature`` is relative to the batch's mean squared distance to
-            the codes (absolute for cosine codes).
+            the codes (absolute for cosine codes); ``entropy_scales`` applies it to the first (coarsest) scales
+    only (null: every scale).
     """
 
     reconstruction: str = "l1"
@@ -81,6 +82,7 @@ class LossConfig(Config):
     codebook_weight: float = 1.0
     entropy_weight: float = 0.0
     entropy_temperature: float = 0.01
+    entropy_scales: int | None = None
     gan_weight: float = 0.0
     gan_start_step: int = 0
     gan_loss: str = "hinge"
@@ -99,6 +101,8 @@ class LossConfig(Config):
                      "entropy_weight", "gan_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if self.entropy_scales is not None and self.entropy_scales < 1:
+            raise ConfigError(f"loss.entropy_scales must be >= 1 or null (all scales), got {self.entropy_scales}")
         if self.entropy_temperature <= 0:
             raise ConfigError(f"loss.entropy_temperature must be positive, got {self.entropy_temperature}")
         if self.gan_start_step < 0:

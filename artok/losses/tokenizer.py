@@ -34,8 +34,11 @@ class TokenizerLoss(nn.Module):
         """Entropy regulariser, averaged over scales, on the vectors each scale actually quantised (for the
         multi-scale quantiser: the area-downsampled residual left by the coarser scales), so that every
         scale, not only the finest, is pushed to spread over the codebook. inputs: the tokenizer output's
-        ``quantizer_inputs``, (N_s, C) per scale."""
+        ``quantizer_inputs``, (N_s, C) per scale. ``loss.entropy_scales`` limits it to the first scales (the
+        coarse ones, which collapse; on the fine ones it costs reconstruction)."""
         codebook = tokenizer.quantizer.codebook
+        if self.config.entropy_scales is not None:
+            inputs = inputs[: self.config.entropy_scales]
         terms = [entropy_regularizer(z, codebook.weight, temperature=self.config.entropy_temperature,
                                      l2_norm=codebook.l2_norm) for z in inputs]
         return torch.stack(terms).mean()

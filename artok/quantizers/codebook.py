@@ -80,12 +80,15 @@ class Codebook(nn.Module):
 
     # -- training statistics ------------------------------------------------------------------------------
     def update(self, hits: torch.Tensor, assigned_sum: torch.Tensor | None,
-               candidates: torch.Tensor | list[torch.Tensor]) -> None:
+               candidates: torch.Tensor | list[torch.Tensor], *, scale_weights: torch.Tensor | None = None) -> None:
         """Apply one training step of statistics, identically on every process.
 
         hits: (num_scales, V) hit counts of this step; assigned_sum: (V, dim) sum of the vectors assigned to
         each code (needed for EMA updates); candidates: the vectors each scale quantised this step, one
         (N_s, dim) tensor per scale (or one tensor for a single scale), to restart dead codes from.
+        scale_weights: (num_scales,) weight of each scale's hits in the EMA counts; ``assigned_sum`` must
+        then hold the same weighting of the vectors (see ``MultiScaleResidualQuantizer(balance_scales)``).
+        The usage statistics and restarts always use the raw hits.
         """
         V, S = self.codebook_size, self.usage.shape[0]
         if isinstance(candidates, torch.Tensor):
@@ -107,7 +110,8 @@ class Codebook(nn.Module):
 
             if self.ema_decay is not None:
                 summed = flat[S * V:].view(V, self.dim)
-                self.ema_count.mul_(self.ema_decay).add_(hits.sum(0), alpha=1.0 - self.ema_decay)
+                counts = hits.sum(0) if scale_weights is None else (hits * scale_weights.to(hits)[:, None]).sum(0)
+                self.ema_count.mul_(self.ema_decay).add_(counts, alpha=1.0 - self.ema_decay)
                 self.ema_sum.mul_(self.ema_decay).add_(summed, alpha=1.0 - self.ema_decay)
                 # Laplace smoothing keeps rarely used codes finite (van den Oord et al., 2017, appendix)
                 total = self.ema_count.sum()

@@ -99,11 +99,17 @@ class MultiScaleResidualQuantizer(nn.Module):
         quant_resi, share_quant_resi: φ ratio r and the number of shared φ convs (0: one per scale).
         l2_norm: choose codes by cosine similarity (VAR's ``using_znorm``); code vectors are used as stored.
         ema_decay, dead_code_threshold, usage_decay: see ``Codebook``.
-        scale_norm: each scale looks its residual up in units of that scale's running RMS (``scale_rms``, a
-            buffer: an average over training batches, identical on every process) and adds ``rms · e``. The
-            residuals shrink from scale to scale, so without it the one shared codebook sits where the many
-            fine-scale vectors are and the coarse scales (1x1: the image mean, far from every code) pick a
-            handful of codes; with it every scale's inputs have the same spread and can share the codes.
+        scale_norm: each scale standardises its inputs before the lookup, (z − mean_s) / std_s, and adds
+            ``mean_s + std_s · e`` (``scale_mean`` (S, C) and ``scale_std`` (S): running averages over training
+            batches, identical on every process). The residuals shrink from scale to scale and the 1x1 inputs
+            (image means) share one large offset, so without it the one shared codebook sits where the many
+            fine-scale vectors are and the coarse scales pick a handful of codes; with it every scale's inputs
+            are spread alike around zero and can share the codes.
+        balance_scales: with EMA codes, every scale moves the codes as much as every other: a scale's
+            vectors enter the running code means with weight ∝ 1 / (its vectors per step), so the 64 image
+            means of a 1x1 scale pull the codes they choose as hard as the 4,096 vectors of an 8x8 one do (a
+            k-means over the scales with equal weights). Without it the fine scales, having most vectors,
+            pull every shared code to where they are and the coarse scales fall onto a few codes.
         prefix_dropout: in training, this fraction of the images is decoded from the first k scales only (k
             uniform in 1 .. K − 1; nested dropout): the decoder learns to draw what the coarse scales hold,
             and the encoder to put the image's layout there, which is what a next-scale generator starts
@@ -124,6 +130,7 @@ class MultiScaleResidualQuantizer(nn.Module):
         dead_code_threshold: float = 0.0,
         usage_decay: float = 0.99,
         scale_norm: bool = False,
+        balance_scales: bool = False,
         prefix_dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -138,10 +145,14 @@ class MultiScaleResidualQuantizer(nn.Module):
         count = share_quant_resi if share_quant_resi > 0 else len(self.scales)
         self.phi = PhiSchedule(channels=dim, ratio=quant_resi, count=count, num_scales=len(self.scales))
         self.scale_norm, self.prefix_dropout = scale_norm, prefix_dropout
-        self.rms_decay = usage_decay
+        if balance_scales and ema_decay is None:
+            raise ValueError("balance_scales weights the EMA code updates: it needs ema_decay")
+        self.balance_scales = balance_scales
+        self.norm_decay = usage_decay
         if scale_norm:
-            self.register_buffer("scale_rms", torch.ones(len(self.scales)))
-            self.register_buffer("rms_updates", torch.zeros((), dtype=torch.long))
+            self.register_buffer("scale_mean", torch.zeros(len(self.scales), dim))
+            self.register_buffer("scale_std", torch.ones(len(self.scales)))
+            self.register_buffer("norm_updates", torch.zeros((), dtype=torch.long))
 
     # -- shapes -------------------------------------------------------------------------------------------
     @property
@@ -191,24 +202,35 @@ class MultiScaleResidualQuantizer(nn.Module):
 
     # -- per-scale units (scale_norm) ---------------------------------------------------------------------
     def _gain(self, vectors: torch.Tensor, si: int) -> torch.Tensor:
-        """Code vectors in the latent's units: × the scale's RMS with ``scale_norm``, as stored otherwise."""
-        return vectors * self.scale_rms[si].to(vectors.dtype) if self.scale_norm else vectors
+        """Code vectors in the latent's units: mean + std · e with ``scale_norm``, as stored otherwise."""
+        if not self.scale_norm:
+            return vectors
+        return self.scale_mean[si].to(vectors.dtype) + vectors * self.scale_std[si].to(vectors.dtype)
 
-    def _units(self, z: torch.Tensor, si: int) -> torch.Tensor:
-        """A scale's input vectors in codebook units (÷ the scale's RMS with ``scale_norm``)."""
-        return z / self.scale_rms[si] if self.scale_norm else z
+    def _units(self, z: torch.Tensor, si: int, *, center: bool = True) -> torch.Tensor:
+        """A scale's input vectors (N, C) in codebook units, (z − mean) / std with ``scale_norm``
+        (``center=False``: a difference of inputs, divided only)."""
+        if not self.scale_norm:
+            return z
+        return ((z - self.scale_mean[si]) if center else z) / self.scale_std[si]
 
     @torch.no_grad()
-    def _update_scale_rms(self, sumsq: torch.Tensor, counts: torch.Tensor) -> None:
-        """Running RMS per scale from this step's sums of squares and element counts, summed over processes
-        (one collective), bias-corrected like the codebook's usage."""
-        total = self.codebook.sync.all_reduce_sum(torch.cat([sumsq, counts]).double())
-        rms = (total[: self.num_scales] / total[self.num_scales:].clamp_min(1)).sqrt().float().clamp_min(1e-6)
-        n = int(self.rms_updates)
-        decay = min(self.rms_decay, n / (n + 1.0))
-        # a new tensor, not an in-place update: this step's graph still holds the old units for backward
-        self.scale_rms = self.scale_rms * decay + rms.to(self.scale_rms.device) * (1.0 - decay)
-        self.rms_updates += 1
+    def _update_scale_norm(self, sums: torch.Tensor, sumsq: torch.Tensor, counts: torch.Tensor) -> None:
+        """Running mean (per channel) and std (over channels) per scale from this step's sums (S, C), sums of
+        squares (S,) and vector counts (S,), summed over processes in one collective, bias-corrected like
+        the codebook's usage."""
+        S, C = sums.shape
+        total = self.codebook.sync.all_reduce_sum(torch.cat([sums.reshape(-1), sumsq, counts]).double())
+        n_vec = total[S * C + S:].clamp_min(1)
+        mean = total[: S * C].view(S, C) / n_vec[:, None]
+        var = (total[S * C: S * C + S] / (n_vec * C) - mean.square().mean(1)).clamp_min(1e-12)
+        n = int(self.norm_updates)
+        decay = min(self.norm_decay, n / (n + 1.0))
+        device = self.scale_std.device
+        # new tensors, not in-place updates: this step's graph still holds the old units for backward
+        self.scale_mean = self.scale_mean * decay + mean.float().to(device) * (1.0 - decay)
+        self.scale_std = self.scale_std * decay + var.sqrt().float().to(device) * (1.0 - decay)
+        self.norm_updates += 1
 
     def _residual_loop(self, f: torch.Tensor, *, keep_fhats: bool = False):
         """Run 4.2.3 on f (fp32). Returns ids per scale, f̂ after each scale (or only the last), the
@@ -266,25 +288,27 @@ class MultiScaleResidualQuantizer(nn.Module):
             f_grad = f - f_nograd
             hits = f.new_zeros(self.num_scales, self.codebook_size)
             assigned = f.new_zeros(self.codebook_size, self.dim) if self.codebook.ema_decay is not None else None
-            sumsq, counts = f.new_zeros(self.num_scales), f.new_zeros(self.num_scales)
+            sums, sumsq = f.new_zeros(self.num_scales, self.dim), f.new_zeros(self.num_scales)
+            counts = f.new_zeros(self.num_scales)
             for si, pn in enumerate(self.scales):
                 z = area_downsample(f_rest, pn) if si != self.num_scales - 1 else f_rest
                 z = rearrange(z, "b c h w -> (b h w) c")  # (B*pn*pn, C)
                 if self.scale_norm and self.training:
-                    sumsq[si], counts[si] = z.square().sum(), z.numel()
+                    sums[si], sumsq[si], counts[si] = z.sum(0), z.square().sum(), z.shape[0]
                 z = self._units(z, si)
                 idx = self.codebook.nearest(z)
                 if self.training:
                     hits[si] = torch.bincount(idx, minlength=self.codebook_size).float()
                     if assigned is not None:
-                        assigned.index_add_(0, idx, z.detach())
+                        weight = self._balance_weight(f.shape[0], si)
+                        assigned.index_add_(0, idx, z.detach() if weight == 1.0 else z.detach() * weight)
                 idx = idx.view(f.shape[0], pn * pn)
                 h = self._code_map(idx, si, H)
                 f_hat = f_hat + h
                 f_rest = f_rest - h.detach()
                 ids.append(idx)
                 grad_path = area_downsample(f_grad, pn) if si != self.num_scales - 1 else f_grad
-                inputs.append(z + self._units(rearrange(grad_path, "b c h w -> (b h w) c"), si))
+                inputs.append(z + self._units(rearrange(grad_path, "b c h w -> (b h w) c"), si, center=False))
                 commitment = commitment + F.mse_loss(f_hat.detach(), f) * self.beta
                 codebook = codebook + F.mse_loss(f_hat, f_nograd)
                 fhats.append(f_hat)
@@ -293,14 +317,23 @@ class MultiScaleResidualQuantizer(nn.Module):
             decoded = self._prefix_dropout(fhats) if self.training and self.prefix_dropout > 0 else f_hat
             quantized = (decoded.detach() - f_nograd) + f  # straight-through estimator
         if self.training:
-            self.codebook.update(hits, assigned, [z.detach() for z in inputs])
+            weights = (torch.tensor([self._balance_weight(f.shape[0], si) for si in range(self.num_scales)])
+                       if self.balance_scales else None)
+            self.codebook.update(hits, assigned, [z.detach() for z in inputs], scale_weights=weights)
             if self.scale_norm:
-                self._update_scale_rms(sumsq, counts)
+                self._update_scale_norm(sums, sumsq, counts)
         stats = batch_statistics(torch.cat(ids, 1), self.codebook_size)
         return QuantizerOutput(
             quantized=quantized.to(in_dtype), ids=ids,
             losses={"commitment": commitment, "codebook": codebook}, stats=stats, inputs=inputs,
         )
+
+    def _balance_weight(self, batch: int, si: int) -> float:
+        """EMA weight of one vector of scale si (``balance_scales``): the tokens of all scales divided
+        equally among the scales, so the weighted hits still sum to the batch's tokens."""
+        if not self.balance_scales:
+            return 1.0
+        return self.num_tokens / (self.num_scales * self.block_sizes[si])
 
     def _prefix_dropout(self, fhats: list[torch.Tensor]) -> torch.Tensor:
         """Per image: f̂ of all scales, or with probability ``prefix_dropout`` f̂ of the first k scales."""
