@@ -301,3 +301,29 @@ def test_recipe_trains_from_a_png_folder_on_a_time_budget(tmp_path):
     assert rows[-1]["lr"] < 0.1 * 2e-3
     result = json.loads((out / "eval.json").read_text())
     assert len(result["prefix_psnr"]) == 4 and result["prefix_psnr"][-1]["psnr"] == pytest.approx(result["psnr"])
+
+
+def test_scale_norm_tokenizer_drives_teacher_forcing_and_sampling():
+    """A generator over a scale_norm tokenizer: its teacher inputs are the running latent of the same units,
+    and greedy sampling (plain and with soft "more smooth" codes) decodes, the plain one to the tokenizer's
+    own latent of the sampled ids."""
+    import artok
+    from artok.sampling import generate
+
+    torch.manual_seed(0)
+    tok = Tokenizer(small_config(scale_norm=True)).train()
+    for _ in range(3):
+        tok(torch.rand(8, 3, 32, 32) * 2 - 1)  # move the per-scale statistics off their initial values
+    tok.eval()
+    gen = artok.build_generator("tiny-var", codebook_size=32, latent_channels=8, scales=(1, 2, 4, 8)).eval()
+    ids = tok.tokenize(torch.rand(2, 3, 32, 32) * 2 - 1)
+    inputs = tok.teacher_inputs(ids)
+    f_hat, nxt = tok.autoregressive_step(0, None, ids[0])
+    assert torch.allclose(inputs[:, :4], nxt, atol=1e-5)  # the next block's input, in the latent's units
+    assert gen(inputs, torch.tensor([1, 2])).shape == (2, 85, 32)
+    for smooth in (False, True):
+        out = generate(gen, tok, [3, 4], cfg_scale=1.5, top_k=1, more_smooth=smooth,
+                       generator=torch.Generator().manual_seed(0))
+        assert out.images.shape == (2, 3, 32, 32) and torch.isfinite(out.images).all()
+        if not smooth:  # hard codes: the sampler's running latent is the tokenizer's latent of its ids
+            assert torch.allclose(out.latent, tok.ids_to_latent(out.ids), atol=1e-4)
