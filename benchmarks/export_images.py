@@ -7,27 +7,24 @@ same files.
     python benchmarks/export_images.py procedural data/shapes-32 --train 20000 --test 2000
 
 Fashion-MNIST's 28x28 images are padded with 2 black pixels a side (not resized); the photo crops and shapes
-are drawn at (or resized to) ``--size``.
+are drawn at (or resized and centre-cropped to) ``--size``, exactly as artok's loader would.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
-from artok.data import FashionMNIST, ProceduralShapes, SkimagePhotos
+from artok.data import FashionMNIST, ImageTransform, ProceduralShapes, SkimagePhotos, tensor_to_uint8
 
 
 def fit(image: Image.Image, size: int) -> Image.Image:
-    """Pad a smaller image with black to size x size (centred); resize a larger one (bicubic)."""
-    image = image.convert("RGB")
-    w, h = image.size
-    if w <= size and h <= size:
-        left, top = (size - w) // 2, (size - h) // 2
-        return ImageOps.expand(image, (left, top, size - w - left, size - h - top), fill=(0, 0, 0))
-    return image.resize((size, size), Image.BICUBIC)
+    """What artok's own loader makes of the image (``ImageTransform`` with ``pad_small``: a smaller image
+    padded with black to size x size, centred; a larger one resized and centre-cropped), as a PIL image."""
+    tensor = ImageTransform(size, crop="center", pad_small=True)(image.convert("RGB"))
+    return Image.fromarray(tensor_to_uint8(tensor[None])[0])
 
 
 def source(name: str, split: str, count: int, size: int, seed: int):

@@ -86,7 +86,7 @@ def main() -> None:
         else:
             run([baseline], [out / "baseline.log"], threads=None)
             run([train], [out / "artok-train.log"], threads=None)
-        run([evaluate], [out / "artok-eval.log"], threads=None if not args.side_by_side else 2)
+        run([evaluate], [out / "artok-eval.log"], threads=None)
         b = json.loads((out / "baseline.json").read_text())
         a = json.loads((out / "artok.json").read_text())
         steps = [json.loads(line) for line in (out / "artok" / "metrics.jsonl").read_text().splitlines()]

@@ -122,10 +122,9 @@ class QuantizerConfig(Config):
     ``scales`` are the side lengths of the token maps, smallest first; the last equals the latent side.
     ``quant_resi`` is VAR's φ mixing ratio r (φ(h) = (1-r)h + r·conv(h)); ``share_quant_resi`` is the number
     of φ convolutions shared across scales (0: one per scale, 1: one for all). ``scale_norm`` (each scale
-    looks up its residual in units of its running RMS), ``balance_scales`` (every scale moves the EMA codes
-    equally) and ``prefix_dropout`` (decode a fraction of the
-    training images from their first scales only) are multi-scale (``msrq``) options; see
-    ``MultiScaleResidualQuantizer``.
+    standardises its inputs with its running mean and std before the lookup), ``balance_scales`` (every
+    scale moves the EMA codes equally) and ``prefix_dropout`` (decode a fraction of the training images from
+    their first scales only) are multi-scale (``msrq``) options; see ``MultiScaleResidualQuantizer``.
     """
 
     kind: str = "msrq"

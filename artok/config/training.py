@@ -69,8 +69,8 @@ class LossConfig(Config):
             LPIPS weights. ``perceptual_backbone_weights`` is a local torchvision state dict for the LPIPS
             backbone (offline machines). The entropy term (``artok/losses/entropy.py``) acts on the vectors
             each scale quantises; ``entropy_temperature`` is relative to the batch's mean squared distance to
-            the codes (absolute for cosine codes); ``entropy_scales`` applies it to the first (coarsest) scales
-    only (null: every scale).
+            the codes (absolute for cosine codes); ``entropy_scales`` applies it to the first (coarsest)
+            scales only (null: every scale).
     """
 
     reconstruction: str = "l1"

@@ -66,15 +66,16 @@ def evaluate_tokenizer(tokenizer, batches: Iterable[dict], *, metrics: Iterable[
     for batch in tqdm(batches, desc="evaluating", unit="batch", total=total, disable=not progress):
         images = batch["images"].to(device)
         ids, rec = reconstruct(tokenizer, images)
+        # the discrete-only decoding: the reconstruction itself unless the tokenizer is hybrid
+        discrete = tokenizer.detokenize(ids) if hybrid and ("psnr_discrete" in sums or prefix_sums) else rec
         counter.update(ids)
         if "psnr" in sums:
             sums["psnr"] += float(psnr(rec, images).sum())
         if "psnr_discrete" in sums:
-            sums["psnr_discrete"] += float(psnr(tokenizer.detokenize(ids), images).sum())
+            sums["psnr_discrete"] += float(psnr(discrete, images).sum())
         if "ssim" in sums:
             sums["ssim"] += float(ssim(rec, images).sum())
         if prefix_sums:
-            discrete = tokenizer.detokenize(ids) if hybrid else rec
             for k, partial in enumerate(prefix_reconstructions(tokenizer, ids) + [discrete]):
                 prefix_sums[k] += float(psnr(partial, images).sum())
         if lpips_net is not None:

@@ -148,6 +148,10 @@ class MultiScaleResidualQuantizer(nn.Module):
         if balance_scales and ema_decay is None:
             raise ValueError("balance_scales weights the EMA code updates: it needs ema_decay")
         self.balance_scales = balance_scales
+        # EMA weight of one vector of each scale: the tokens of all scales divided equally among the scales,
+        # so the weighted hits still sum to the batch's tokens
+        self.scale_weights = (tuple(self.num_tokens / (len(self.scales) * pn * pn) for pn in self.scales)
+                              if balance_scales else None)
         self.norm_decay = usage_decay
         if scale_norm:
             self.register_buffer("scale_mean", torch.zeros(len(self.scales), dim))
@@ -284,6 +288,7 @@ class MultiScaleResidualQuantizer(nn.Module):
             commitment = f.new_zeros(())
             codebook = f.new_zeros(())
             ids, inputs, fhats = [], [], []
+            drop_prefixes = self.training and self.prefix_dropout > 0
             # f − sg(f): zero, but carries the gradient of the latent into each scale's input
             f_grad = f - f_nograd
             hits = f.new_zeros(self.num_scales, self.codebook_size)
@@ -300,8 +305,8 @@ class MultiScaleResidualQuantizer(nn.Module):
                 if self.training:
                     hits[si] = torch.bincount(idx, minlength=self.codebook_size).float()
                     if assigned is not None:
-                        weight = self._balance_weight(f.shape[0], si)
-                        assigned.index_add_(0, idx, z.detach() if weight == 1.0 else z.detach() * weight)
+                        weighted = z.detach() if self.scale_weights is None else z.detach() * self.scale_weights[si]
+                        assigned.index_add_(0, idx, weighted)
                 idx = idx.view(f.shape[0], pn * pn)
                 h = self._code_map(idx, si, H)
                 f_hat = f_hat + h
@@ -311,14 +316,14 @@ class MultiScaleResidualQuantizer(nn.Module):
                 inputs.append(z + self._units(rearrange(grad_path, "b c h w -> (b h w) c"), si, center=False))
                 commitment = commitment + F.mse_loss(f_hat.detach(), f) * self.beta
                 codebook = codebook + F.mse_loss(f_hat, f_nograd)
-                fhats.append(f_hat)
+                if drop_prefixes:
+                    fhats.append(f_hat)
             commitment = commitment / self.num_scales
             codebook = codebook / self.num_scales
-            decoded = self._prefix_dropout(fhats) if self.training and self.prefix_dropout > 0 else f_hat
+            decoded = self._prefix_dropout(fhats) if drop_prefixes else f_hat
             quantized = (decoded.detach() - f_nograd) + f  # straight-through estimator
         if self.training:
-            weights = (torch.tensor([self._balance_weight(f.shape[0], si) for si in range(self.num_scales)])
-                       if self.balance_scales else None)
+            weights = None if self.scale_weights is None else torch.tensor(self.scale_weights)
             self.codebook.update(hits, assigned, [z.detach() for z in inputs], scale_weights=weights)
             if self.scale_norm:
                 self._update_scale_norm(sums, sumsq, counts)
@@ -327,13 +332,6 @@ class MultiScaleResidualQuantizer(nn.Module):
             quantized=quantized.to(in_dtype), ids=ids,
             losses={"commitment": commitment, "codebook": codebook}, stats=stats, inputs=inputs,
         )
-
-    def _balance_weight(self, batch: int, si: int) -> float:
-        """EMA weight of one vector of scale si (``balance_scales``): the tokens of all scales divided
-        equally among the scales, so the weighted hits still sum to the batch's tokens."""
-        if not self.balance_scales:
-            return 1.0
-        return self.num_tokens / (self.num_scales * self.block_sizes[si])
 
     def _prefix_dropout(self, fhats: list[torch.Tensor]) -> torch.Tensor:
         """Per image: f̂ of all scales, or with probability ``prefix_dropout`` f̂ of the first k scales."""
