@@ -37,6 +37,12 @@ def write_report(out: Path, metrics: dict, *, sample_grid: Path, class_names) ->
         ("generator final loss", _num(gen.get("final_loss"), 3)),
         ("sample class accuracy", f"{_num(smp['class_accuracy'], 2, pct=True)} (chance {_num(smp['chance'], 1, pct=True)})"),
         ("classifier accuracy on real images", _num(smp["classifier_accuracy_on_real_images"], 2, pct=True)),
+        ("classifier accuracy on the tokenizer's reconstructions (the ceiling)",
+         _num(smp.get("classifier_accuracy_on_reconstructions"), 2, pct=True)),
+        (f"sample FID against {smp.get('fid_reference_images', 0)} test images ({smp.get('fid_features', 'Inception')} features)",
+         f"{_num(smp.get('fid'), 1)} (as many real training images: {_num(smp.get('fid_real_train'), 1)})"
+         if smp.get("fid") is not None else smp.get("fid_unavailable", "n/a")),
+        ("sample precision / recall", f"{_num(smp.get('precision'), 2)} / {_num(smp.get('recall'), 2)}"),
         ("time", f"{metrics['minutes_used']:.1f} of {metrics['minutes_budget']:g} min on {metrics['device']}"),
     ]
     per_class = smp.get("class_accuracy_per_class", {})
@@ -45,7 +51,8 @@ def write_report(out: Path, metrics: dict, *, sample_grid: Path, class_names) ->
          "Rows, top to bottom: " + ", ".join(class_names) + "."),
         ("Reconstructions (originals above, reconstructions below)", _rel(_latest(out / "tokenizer" / "samples"), out), ""),
         ("Tokenizer training curves", _rel(out / "tokenizer" / "loss_curves.png", out), ""),
-        ("Generator training curves", _rel(out / "generator" / "loss_curves.png", out), ""),
+        ("Generator training curves", _rel(out / "generator" / "loss_curves.png", out),
+         "Middle: the class accuracy of samples drawn during training, against steps."),
         ("Generator samples during training (last grid)", _rel(_latest(out / "generator" / "samples"), out), ""),
     ]
     md = ["# artok quickstart report", "", "| metric | value |", "|---|---|"]

@@ -166,6 +166,23 @@ def test_procedural_dataset_is_deterministic_labelled_and_varied():
     assert np.asarray(a).std() > 10
 
 
+def test_procedural_stripes_stay_thick_enough_at_16_px():
+    """At 16 px no horizontal stripe is thinner than 2 px (the unclamped drawing had 1.3 px ones), so the class
+    survives an 8x8 latent; the rows of each image alternate between two colours in runs of >= 2 rows."""
+    from artok.data.builtin import PROCEDURAL_CLASSES
+
+    label = PROCEDURAL_CLASSES.index("horizontal stripes")
+    data = ProceduralShapes(num_samples=200, image_size=16)
+    runs = []
+    for i in range(label, 200, 10):
+        rows = np.asarray(data[i][0]).astype(float).mean(1)  # (16, 3): a stripe is constant along a row
+        far = np.abs(rows - rows.mean(0)).sum(1) > 0  # which side of the mean colour each row falls on
+        side = (rows - rows.mean(0)) @ (rows[far][0] - rows.mean(0)) > 0
+        edges = np.flatnonzero(np.diff(side.astype(int))) + 1
+        runs += np.diff(edges).tolist()  # interior runs only: the first and last may be cut by the border
+    assert runs and min(runs) >= 2, sorted(runs)[:10]
+
+
 def test_skimage_crops():
     pytest.importorskip("skimage")
     dataset = build_dataset(DataConfig(source="skimage", num_samples=5), image_size=32, train=False)

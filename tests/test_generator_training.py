@@ -283,3 +283,21 @@ def test_bf16_and_gradient_accumulation(encoded, tmp_path):
     logs = [__import__("json").loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert np.isfinite(logs[-1]["loss"])
     assert all(torch.isfinite(p).all() for p in result.generator.parameters())
+
+
+def test_evaluate_callback_scores_the_exported_weights_at_every_grid_and_the_end(encoded, tmp_path):
+    """The trainer's ``evaluate`` hook: called with the EMA generator in eval mode and the tokenizer at every
+    sample grid and at the last step; what it returns lands in metrics.jsonl at that step."""
+    seen = []
+
+    def evaluate(gen, tok):
+        seen.append((gen.training, tok.codebook_size))
+        return {"sample_accuracy": 0.25 * len(seen), "sample_accuracy_min_class": 0.0}
+
+    train_generator(config(encoded, tmp_path / "run", max_steps=5, sample_every=2, save_every=5), progress=False,
+                    evaluate=evaluate)
+    records = [__import__("json").loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    scored = [(r["step"], r["sample_accuracy"]) for r in records if "sample_accuracy" in r]
+    assert scored == [(2, 0.25), (4, 0.5), (5, 0.75)], scored
+    assert all(not training for training, _ in seen), "scored in eval mode"
+    assert (tmp_path / "run" / "loss_curves.png").exists()

@@ -10,7 +10,7 @@ from artok.cli import main
 
 def test_quickstart_smallest_budget(tmp_path, capsys):
     out = tmp_path / "qs"
-    assert main(["quickstart", "--out", str(out), "--minutes", "0.3", "--no-progress"]) == 0
+    assert main(["quickstart", "--out", str(out), "--minutes", "0.3", "--samples-per-class", "5", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     for stage in range(1, 7):
         assert f"[{stage}/6]" in printed
@@ -25,6 +25,12 @@ def test_quickstart_smallest_budget(tmp_path, capsys):
     assert 0.0 <= metrics["samples"]["class_accuracy"] <= 1.0
     assert metrics["samples"]["classifier_accuracy_on_real_images"] > 0.5, "the scoring classifier must work"
     assert metrics["encode"]["bytes_per_image"] > 0
+    assert 0.0 <= metrics["samples"]["classifier_accuracy_on_reconstructions"] <= 1.0
+    curve = metrics["generator"]["class_accuracy_curve"]
+    assert curve and curve[-1]["step"] == metrics["generator"]["steps"], curve  # scored during training and at the end
+    assert all(0.0 <= point["sample_accuracy_min_class"] <= point["sample_accuracy"] <= 1.0 for point in curve)
+    assert metrics["samples"]["fid"] > 0 and metrics["samples"]["fid_real_train"] > 0
+    assert 0.0 <= metrics["samples"]["precision"] <= 1.0 and 0.0 <= metrics["samples"]["recall"] <= 1.0
 
     html = (out / "report.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', html)

@@ -23,7 +23,7 @@ def register(sub, formatter_class) -> None:
     p.add_argument("--out", default="artok-quickstart", help="run directory")
     p.add_argument("--minutes", type=float, default=10.0, help="time budget, split over the stages")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--samples-per-class", type=int, default=10,
+    p.add_argument("--samples-per-class", type=int, default=50,
                    help="samples drawn per class and scored by the classifier (the grid shows up to 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

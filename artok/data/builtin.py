@@ -160,6 +160,9 @@ class SkimagePhotos(Dataset):
 PROCEDURAL_CLASSES = ("circle", "square", "triangle", "ring", "cross", "horizontal stripes", "vertical stripes",
                       "checkerboard", "diagonal stripes", "diamond")
 SUPERSAMPLING = 4  # drawn at 4× and downsampled with a Lanczos filter for anti-aliased edges
+# the thinnest features, in px at the output size, so that a class survives small sizes (at 16 px the stripes
+# would otherwise come down to 1.3 px, the rings to 1 px); from 32 px up the drawing is unchanged by them
+MIN_RING_WIDTH, MIN_STRIPE = 2.0, 2.5
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -201,7 +204,8 @@ def draw_shape(label: int, size: int, rng: np.random.Generator) -> Image.Image:
     elif name == "triangle":
         draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], fill=fg)
     elif name == "ring":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=fg, width=max(1, int(r * 0.3)))
+        width = max(r * 0.3, MIN_RING_WIDTH * SUPERSAMPLING)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=fg, width=max(1, int(width)))
     elif name == "cross":
         t = r * 0.3
         draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fg)
@@ -209,7 +213,7 @@ def draw_shape(label: int, size: int, rng: np.random.Generator) -> Image.Image:
     elif name == "diamond":
         draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fg)
     else:
-        period = big / rng.uniform(3, 6)
+        period = max(big / rng.uniform(3, 6), 2 * MIN_STRIPE * SUPERSAMPLING)  # half a period: one stripe
         ys, xs = np.mgrid[0:big, 0:big]
         offset = rng.uniform(0, period)
         if name == "horizontal stripes":

@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -214,8 +215,13 @@ def load_tokenizer(path: str, device) -> torch.nn.Module:
     return tok.to(device).eval().requires_grad_(False)
 
 
-def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> GeneratorTrainResult:
-    """Train, checkpoint, draw sample grids and export (tokenizer + EMA generator) as a pipeline."""
+def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True,
+                    evaluate: Callable[[torch.nn.Module, torch.nn.Module], dict] | None = None) -> GeneratorTrainResult:
+    """Train, checkpoint, draw sample grids and export (tokenizer + EMA generator) as a pipeline.
+
+    ``evaluate(generator, tokenizer)``, when given, runs on the main process with every sample grid and at the
+    end, on the weights that are exported (EMA when kept); the numbers it returns go into ``metrics.jsonl`` at
+    that step (the quickstart records its samples' class accuracy against steps this way)."""
     from accelerate.utils import set_seed
 
     cfg.check_runnable()
@@ -283,6 +289,16 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
             grid = sample_grid(snapshot(), tok, recipe, accelerator.device)
             save_grid(grid, out / "samples" / f"step_{step:07d}.png")
             log_images(accelerator, "samples", grid, step)
+            run_evaluation(step)
+
+    def run_evaluation(step: int) -> None:
+        if main and evaluate is not None:
+            model_ = snapshot()
+            was_training = model_.training
+            record = {"step": step, **evaluate(model_.eval(), tok)}  # its time counts against max_minutes
+            model_.train(was_training)
+            metrics_log.write(record)
+            accelerator.log(record, step=step)
 
     def write_export() -> None:
         if main:
@@ -333,6 +349,8 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True) -> Gene
             write_export()
     clock.close()
     write_export()
+    if not clock.due(t.sample_every):  # the last step's numbers, unless a grid was just drawn there
+        run_evaluation(state.step)
     if main:
         plot_curves(metrics_log.read(), out / "loss_curves.png")
     accelerator.wait_for_everyone()

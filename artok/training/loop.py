@@ -131,6 +131,10 @@ class StepClock:
             self.out_of_time = seconds > 60 * t.max_minutes
             if self.budget is not None:
                 self.budget.update(seconds=seconds, step=state.step)
+            # when time ends the run first, the bar's total (and ETA) is the step count the time allows
+            projected = int(state.step * 60 * t.max_minutes / max(seconds, 1e-9))
+            if state.step >= 10 and projected < t.max_steps:
+                self.bar.total = max(projected, state.step)
         self.last = state.step == t.max_steps or self.out_of_time
         return self.last
 

