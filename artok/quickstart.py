@@ -3,10 +3,13 @@
 Trains a small multi-scale tokenizer on the procedural shapes (10 classes), encodes them to token shards,
 trains a small next-scale generator on the shards, samples a grid per class, and writes a report (Markdown
 and HTML) with the reconstruction grid, the samples, the loss curves and the metrics: PSNR, codebook usage
-per scale, and the class accuracy of the samples under a classifier trained on real images.
+per scale; the class accuracy of the samples (overall, per class, and against generator steps) under a
+classifier trained on real images, beside that classifier's accuracy on real images and on the tokenizer's
+reconstructions; FID, precision and recall of the samples on the classifier's features.
 
-The time budget is split over the stages; the step counts of the two trainings come from a short speed
-probe, so their learning-rate schedules run to completion within the budget (a GPU is used when present).
+The tokenizer has a fixed share of the budget, the generator what the other stages leave; both end on time,
+with their learning-rate schedules laid over that time (``schedule_over: minutes``); a short speed probe
+sets their warm-up and logging cadence (a GPU is used when present).
 """
 from __future__ import annotations
 
@@ -137,7 +140,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     # 1. tokenizer ------------------------------------------------------------------------------------------
     batch = 16
     steps = probe_steps(_tokenizer_probe(batch, device), budget.seconds("tokenizer") * 0.85)
-    banner(1, f"training the tokenizer: {steps} steps of {batch} images "
+    banner(1, f"training the tokenizer: about {steps} steps of {batch} images "
               f"(≈ {budget.seconds('tokenizer') / 60:.1f} min)", budget)
     tcfg = TokenizerTrainConfig(
         tokenizer=tok_cfg, data=DataConfig(source="procedural", num_samples=num_images, num_workers=0),
@@ -187,7 +190,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     reserve = 0.06 * 60 * minutes
     seconds = max(20.0, 60 * minutes - reserve - budget.elapsed())
     steps = probe_steps(_generator_probe(batch, device), seconds * 0.85)
-    banner(4, f"training the generator: {steps} steps of {batch} token maps (≈ {seconds / 60:.1f} min)", budget)
+    banner(4, f"training the generator: about {steps} steps of {batch} token maps (≈ {seconds / 60:.1f} min)", budget)
     gcfg = GeneratorTrainConfig.from_dict({
         "generator": generator_config(GENERATOR_PRESET).to_dict(), "tokenizer": str(out / "tokenizer" / "tokenizer"),
         "data": {"tokens": str(out / "tokens"), "num_workers": 0},

@@ -1,6 +1,7 @@
 """Write a built-in dataset as a folder of PNGs (``OUT/train/<class>/*.png``, ``OUT/test/<class>/*.png``), the
 form a user's own data has, so that artok and the plain-loop baseline (``baseline_vq_pytorch.py``) read the
-same files.
+same files. Class folders are numbered (``00-T-shirt-top``, ``01-Trouser``, …): read as a folder, every image
+keeps the label id the built-in set gives it, so a generator trained on either scores against the other.
 
     python benchmarks/export_images.py fashion-mnist data/fashion-mnist-32          # 60k + 10k, padded to 32 px
     python benchmarks/export_images.py skimage data/skimage-32 --train 20000 --test 2000
@@ -50,7 +51,8 @@ def main() -> None:
     args = p.parse_args()
     for split, count in (("train", args.train), ("test", args.test)):
         ds, classes = source(args.dataset, split, count, args.size, args.seed)
-        names = [c.replace("/", "-").replace(" ", "-") for c in classes]
+        # numbered, so that a folder reader's sorted order (ImageFolder's) gives the dataset's own label ids
+        names = [f"{k:02d}-" + c.replace("/", "-").replace(" ", "-") for k, c in enumerate(classes)]
         for name in names:
             (Path(args.out) / split / name).mkdir(parents=True, exist_ok=True)
         for i in tqdm(range(len(ds)), desc=f"{args.dataset} {split}", unit="img"):
