@@ -349,7 +349,7 @@ def train_generator(cfg: GeneratorTrainConfig, *, progress: bool = True,
             write_export()
     clock.close()
     write_export()
-    if not clock.due(t.sample_every):  # the last step's numbers, unless a grid was just drawn there
+    if not clock.due(t.sample_every):  # the last step drew a grid and scored it; a resumed, finished run did not
         run_evaluation(state.step)
     if main:
         plot_curves(metrics_log.read(), out / "loss_curves.png")
