@@ -5,7 +5,7 @@ runs/qs/clf16.pt) on the reconstructions after each prefix of scales. The runs q
     python benchmarks/research/quickstart_tokenizer_probe.py --out runs/qs/t2            # shapes with the 2 px bound
     python benchmarks/research/quickstart_tokenizer_probe.py --out runs/qs/t4 --tok '{"quantizer":{"codebook_size":128}}'
 
-(the old-shapes row: the same on the drawing before the bound, i.e. `git show 4bea469:artok/data/builtin.py`).
+(the old-shapes row scored the tokenizer of an `artok quickstart --minutes 10` run of commit 4bea469 the same way).
 """
 
 import argparse, json, time
