@@ -195,7 +195,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
         "generator": generator_config(GENERATOR_PRESET).to_dict(), "tokenizer": str(out / "tokenizer" / "tokenizer"),
         "data": {"tokens": str(out / "tokens"), "num_workers": 0},
         "recipe": {"scale_lr": False, "sample_classes": list(range(classes)), "samples_per_class": 4,
-                   "sample_cfg": 3.0, "sample_top_k": 0, "sample_top_p": 0.0, "sample_seed": seed},
+                   "sample_cfg": CFG_SCALE, "sample_top_k": TOP_K, "sample_top_p": 0.0, "sample_seed": seed},
         "train": {"out_dir": str(out / "generator"), "seed": seed, "batch_size": batch, "max_steps": 10 * steps,
                   "max_minutes": seconds / 60, "schedule_over": "minutes", "lr": GENERATOR_LR,
                   "warmup_steps": min(100, steps // 10),
@@ -265,8 +265,8 @@ def latest(folder: Path) -> Path | None:
 
 
 @torch.no_grad()
-def sample_per_class(gen, tok, classes: int, per_class: int, *, seed: int, device: str,
-                     cfg_scale: float = CFG_SCALE, top_k: int = TOP_K) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_per_class(gen, tok, classes: int, per_class: int, *, seed: int, device: str, cfg_scale: float = CFG_SCALE,
+                     top_k: int = TOP_K, top_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` samples of every class, class by class, in batches of 100 seeded seed + offset."""
     from artok.sampling import generate
 
@@ -275,7 +275,7 @@ def sample_per_class(gen, tok, classes: int, per_class: int, *, seed: int, devic
     for i in range(0, len(labels), 100):
         rng = torch.Generator(device=device).manual_seed(seed + i)
         images.append(generate(gen, tok, labels[i:i + 100].to(device), cfg_scale=cfg_scale, top_k=top_k,
-                               generator=rng).images.cpu())
+                               top_p=top_p, generator=rng).images.cpu())
     return torch.cat(images), labels
 
 

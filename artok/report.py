@@ -39,9 +39,8 @@ def write_report(out: Path, metrics: dict, *, sample_grid: Path, class_names) ->
         ("classifier accuracy on real images", _num(smp["classifier_accuracy_on_real_images"], 2, pct=True)),
         ("classifier accuracy on the tokenizer's reconstructions (the ceiling)",
          _num(smp.get("classifier_accuracy_on_reconstructions"), 2, pct=True)),
-        (f"sample FID against {smp.get('fid_reference_images', 0)} test images ({smp.get('fid_features', 'Inception')} features)",
-         f"{_num(smp.get('fid'), 1)} (as many real training images: {_num(smp.get('fid_real_train'), 1)})"
-         if smp.get("fid") is not None else smp.get("fid_unavailable", "n/a")),
+        (f"sample FID against {smp.get('fid_reference_images', 0)} test images ({smp.get('fid_features')} features)",
+         f"{_num(smp.get('fid'), 1)} (as many real training images: {_num(smp.get('fid_real_train'), 1)})"),
         ("sample precision / recall", f"{_num(smp.get('precision'), 2)} / {_num(smp.get('recall'), 2)}"),
         ("time", f"{metrics['minutes_used']:.1f} of {metrics['minutes_budget']:g} min on {metrics['device']}"),
     ]

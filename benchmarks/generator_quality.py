@@ -36,20 +36,6 @@ def load_folder(path: str, count: int, image_size: int, seed: int) -> tuple[torc
     return torch.stack([transform(img) for img, _ in pairs]), torch.tensor([int(y) for _, y in pairs])
 
 
-@torch.no_grad()
-def draw(gen, tok, classes: int, per_class: int, *, cfg: float, top_k: int, top_p: float, seed: int,
-         batch: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    from artok.sampling import generate
-
-    labels = torch.arange(classes).repeat_interleave(per_class)
-    out = []
-    for i in range(0, len(labels), batch):
-        rng = torch.Generator().manual_seed(seed + i)
-        out.append(generate(gen, tok, labels[i:i + batch], cfg_scale=cfg, top_k=top_k, top_p=top_p,
-                            generator=rng).images)
-    return torch.cat(out), labels
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pipeline")
@@ -72,14 +58,15 @@ def main() -> None:
     from artok.metrics.classifier import accuracy, per_class_accuracy, train_classifier
     from artok.metrics.fid import frechet_distance
     from artok.metrics.generation import GenerationFeatures, extract, precision_recall
+    from artok.quickstart import sample_per_class
 
     torch.manual_seed(args.seed)
     pipe = artok.from_pretrained(args.pipeline)
     tok, gen = pipe.tokenizer.eval(), pipe.generator.eval()
     size, classes = tok.image_size, gen.num_classes
     t = time.time()
-    samples, sample_labels = draw(gen, tok, classes, args.per_class, cfg=args.cfg, top_k=args.top_k,
-                                  top_p=args.top_p, seed=args.seed)
+    samples, sample_labels = sample_per_class(gen, tok, classes, args.per_class, seed=args.seed, device="cpu",
+                                              cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p)
     sampling = time.time() - t
     n = len(samples)
     test_x, test_y = load_folder(args.test, args.ref, size, seed=1)
