@@ -1,12 +1,44 @@
-"""artok: autoregressive image generation over learned image tokens."""
-from artok.config import ConfigError, QuantizerConfig, TokenizerConfig
-from artok.hub import CheckpointError, Pipeline, from_pretrained
-from artok.registry import build_tokenizer, tokenizer_config
-from artok.registry import build_generator, generator_config
-from artok.config import GeneratorConfig
+"""artok: autoregressive image generation over learned image tokens.
+
+The top-level names load their module on first use (PEP 562), so ``import artok`` (or ``import
+artok.encoders``) imports no model, no diffusers and no accelerate: a command pays only for what it runs.
+Where each name lives: ``artok.pipeline`` (models and pipelines), ``artok.checkpoint`` (saving and loading one
+model), ``artok.config`` (configs and presets).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
-__all__ = ["CheckpointError", "ConfigError", "Pipeline", "QuantizerConfig", "TokenizerConfig", "build_tokenizer",
-           "from_pretrained", "tokenizer_config"]
-__all__ += ["GeneratorConfig", "build_generator", "generator_config"]
+_EXPORTS = {
+    "CheckpointError": "artok.checkpoint",
+    "ConfigError": "artok.config",
+    "GeneratorConfig": "artok.config",
+    "QuantizerConfig": "artok.config",
+    "TokenizerConfig": "artok.config",
+    "generator_config": "artok.config.presets",
+    "tokenizer_config": "artok.config.presets",
+    "Pipeline": "artok.pipeline",
+    "build_generator": "artok.pipeline",
+    "build_tokenizer": "artok.pipeline",
+    "from_pretrained": "artok.pipeline",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif importlib.util.find_spec(f"artok.{name}") is not None:  # a subpackage: artok.hub.Pipeline, artok.convert
+        value = importlib.import_module(f"artok.{name}")
+    else:
+        raise AttributeError(f"module 'artok' has no attribute '{name}'")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

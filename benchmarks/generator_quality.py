@@ -58,7 +58,7 @@ def main() -> None:
     from artok.metrics.classifier import accuracy, per_class_accuracy, train_classifier
     from artok.metrics.fid import frechet_distance
     from artok.metrics.generation import GenerationFeatures, extract, precision_recall
-    from artok.quickstart import sample_per_class
+    from artok.recipes.quickstart import sample_per_class
 
     torch.manual_seed(args.seed)
     pipe = artok.from_pretrained(args.pipeline)

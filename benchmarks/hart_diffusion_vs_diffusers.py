@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 import diffusers.schedulers.scheduling_ddpm as ddpm
 from artok import convert
-from artok.diffusion import ResidualDiffusion
+from artok.schedulers import ResidualDiffusion
 
 
 def maxabs(a: torch.Tensor, b: torch.Tensor) -> float:

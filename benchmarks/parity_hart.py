@@ -13,7 +13,7 @@ from einops import rearrange
 from safetensors.torch import load_file
 
 from artok import convert
-from artok.sampling_hart import generate_hart
+from artok.sampling import generate_hart
 from parity_common import HEADER, row  # benchmarks/parity_common.py
 
 SCALES = (1, 2, 3, 4, 6, 8)

@@ -1,5 +1,5 @@
 """Tokenizer training throughput: images per second per process for a preset, through the real step
-(``artok.training.loop.gan_step``: forward, losses, backward, optimizer; discriminator too with --gan).
+(``artok.training.objectives.tokenizer.gan_step``: forward, losses, backward, optimizer; discriminator too with --gan).
 
     python benchmarks/tokenizer_train_speed.py --preset tiny-var-vqvae --batch-size 16
     python benchmarks/tokenizer_train_speed.py --preset var-vqvae-f16 --batch-size 16 --mixed-precision bf16 --gan
@@ -31,7 +31,7 @@ def main() -> None:
     import artok
     from artok.config import LossConfig, TrainConfig
     from artok.losses import PatchDiscriminator, TokenizerLoss
-    from artok.training.loop import gan_step
+    from artok.training.objectives.tokenizer import gan_step
     from artok.training.optim import build_optimizer, build_scheduler
     from artok.training.tokenizer_trainer import build_accelerator
 

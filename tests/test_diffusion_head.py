@@ -8,7 +8,7 @@ import torch
 
 from artok import convert
 from artok.config import DiffusionHeadConfig
-from artok.diffusion import ResidualDiffusion, respaced_timesteps
+from artok.schedulers import ResidualDiffusion, respaced_timesteps
 from artok.models.diffusion_head import DiffusionHead
 from conftest import assert_close, fixture_weights, load_fixture
 

@@ -8,7 +8,10 @@ from artok import build_tokenizer
 from artok.config import ConfigError, GeneratorTrainConfig
 from artok.data.encode import encode_dataset
 from artok.data.tokens import TokenDataset
-from artok.training.generator_trainer import TokenTrainingSet, active_scales, train_generator
+from artok.training.generator_trainer import train_generator
+from artok.training.objectives.generator import active_scales
+from artok.training.objectives.var import VarObjective
+from artok.training.token_data import TokenTrainingSet
 
 
 class Images(torch.utils.data.Dataset):
@@ -63,21 +66,19 @@ def test_loss_falls_and_pipeline_is_exported(encoded, tmp_path):
 
 def test_resumed_run_ends_identical_to_uninterrupted(encoded, tmp_path, monkeypatch):
     """A run killed after its step-2 checkpoint, started again, ends bit-identical to one never stopped."""
-    import artok.training.generator_trainer as trainer
-
     straight = train_generator(config(encoded, tmp_path / "a", max_steps=4), progress=False)
-    real_step, calls = trainer.generator_step, []
+    real_loss, calls = VarObjective.token_loss, []
 
     def killed_at_third_step(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt("simulated kill")
-        return real_step(*args, **kwargs)
+        return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "generator_step", killed_at_third_step)
+    monkeypatch.setattr(VarObjective, "token_loss", killed_at_third_step)
     with pytest.raises(KeyboardInterrupt):
         train_generator(config(encoded, tmp_path / "b", max_steps=4), progress=False)
-    monkeypatch.setattr(trainer, "generator_step", real_step)
+    monkeypatch.setattr(VarObjective, "token_loss", real_loss)
     resumed = train_generator(config(encoded, tmp_path / "b", max_steps=4), progress=False)
     assert resumed.step == 4
     a, b = weights(straight.generator), weights(resumed.generator)
@@ -301,3 +302,21 @@ def test_evaluate_callback_scores_the_exported_weights_at_every_grid_and_the_end
     assert scored == [(2, 0.25), (4, 0.5), (5, 0.75)], scored
     assert all(not training for training, _ in seen), "scored in eval mode"
     assert (tmp_path / "run" / "loss_curves.png").exists()
+
+
+def test_hart_objective_draws_the_diffusion_ids_from_the_filtered_logits():
+    """The ids whose codes the diffusion target subtracts: argmax for top_k=1, else draws inside the top-k and
+    top-p set of ``filter_logits``. Continuous random logits have no ties at the k-th value, so nothing here
+    depends on how ties are broken."""
+    from artok.sampling import filter_logits
+    from artok.training.objectives.hart import draw_ids
+
+    logits = torch.randn(3, 5, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(draw_ids(logits, top_k=1), logits.argmax(-1))
+    g = torch.Generator().manual_seed(1)
+    for top_k, top_p in ((5, 0.0), (5, 0.5), (0, 0.3)):
+        kept = torch.isfinite(filter_logits(logits, top_k=top_k, top_p=top_p))
+        draws = torch.stack([draw_ids(logits, top_k=top_k, top_p=top_p, generator=g) for _ in range(20)])
+        assert kept.gather(-1, draws.permute(1, 2, 0)).all(), (top_k, top_p)
+    again = [draw_ids(logits, top_k=5, top_p=0.9, generator=torch.Generator().manual_seed(2)) for _ in range(2)]
+    assert torch.equal(*again)

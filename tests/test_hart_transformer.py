@@ -10,7 +10,7 @@ from einops import rearrange
 import artok
 from artok import convert
 from artok.registry import HART_PRESETS, build_hart, hart_config
-from artok.sampling_hart import generate_hart
+from artok.sampling import generate_hart
 from conftest import assert_close, fixture_weights, load_fixture
 
 SCALES = (1, 2, 3, 4, 6, 8)
@@ -133,6 +133,8 @@ def test_context_padding_changes_only_pooling_and_positions(tiny_t2i):
 
 
 def test_tiny_class_conditional_hart_trains_and_samples():
+    from artok.training.objectives.hart import hart_losses  # HART's training objective lives with training
+
     torch.manual_seed(0)
     tok = artok.build_tokenizer("tiny-hart-tokenizer").eval()
     model = build_hart("tiny-hart-c2i")
@@ -148,15 +150,15 @@ def test_tiny_class_conditional_hart_trains_and_samples():
     def fixed_loss() -> float:  # the same masking, t and noise every time
         torch.manual_seed(123)
         with torch.no_grad():
-            return model.training_losses(ids, inputs, labels, residual=residual, codebook=codebook,
-                                         drop=torch.zeros(4, dtype=torch.bool),
-                                         generator=torch.Generator().manual_seed(1))["loss"].item()
+            return hart_losses(model, ids, inputs, labels, residual=residual, codebook=codebook,
+                               drop=torch.zeros(4, dtype=torch.bool),
+                               generator=torch.Generator().manual_seed(1))["loss"].item()
 
     model.train()
     before = fixed_loss()
     history = []
     for step in range(8):
-        losses = model.training_losses(ids, inputs, labels, residual=residual, codebook=codebook, generator=gen)
+        losses = hart_losses(model, ids, inputs, labels, residual=residual, codebook=codebook, generator=gen)
         assert all(torch.isfinite(v) for v in losses.values())
         opt.zero_grad()
         losses["loss"].backward()
@@ -251,7 +253,7 @@ def test_generate_dispatches_hart_models_and_artok_sample_runs(tmp_path):
 
 
 def test_text_encoder_fails_clearly_without_weights(tmp_path):
-    from artok.text_encoder import TextEncoder, TextEncoderUnavailable
+    from artok.models.text_encoder import TextEncoder, TextEncoderUnavailable
 
     with pytest.raises(TextEncoderUnavailable, match=r"pip install \"artok\[text\]\"|cannot load the text encoder"):
         TextEncoder(str(tmp_path / "no-such-qwen2"))

@@ -327,3 +327,36 @@ def test_scale_norm_tokenizer_drives_teacher_forcing_and_sampling():
         assert out.images.shape == (2, 3, 32, 32) and torch.isfinite(out.images).all()
         if not smooth:  # hard codes: the sampler's running latent is the tokenizer's latent of its ids
             assert torch.allclose(out.latent, tok.ids_to_latent(out.ids), atol=1e-4)
+
+
+@pytest.mark.parametrize("ema", [None, 0.99])
+def test_per_scale_straight_through_keeps_the_values_and_lets_the_reconstruction_train_phi(ema):
+    torch.manual_seed(0)
+    make = lambda mode: MultiScaleResidualQuantizer(codebook_size=32, dim=8, scales=(1, 2, 4), ema_decay=ema,
+                                                    scale_norm=True, straight_through=mode)
+    glob, per = make("global"), make("per_scale")
+    per.load_state_dict(glob.state_dict())
+    f = torch.randn(4, 8, 4, 4)
+    outs = {}
+    for name, q in (("global", glob), ("per_scale", per)):
+        q.eval()  # no statistics updates: both see the same codes and units
+        latent = f.clone().requires_grad_(True)
+        out = q(latent)
+        target = torch.randn_like(out.quantized, generator=torch.Generator().manual_seed(1))
+        (out.quantized - target).square().mean().backward()  # a reconstruction-like loss on f̂ only
+        phi_grad = sum(float(p.grad.abs().sum()) for p in q.phi.parameters() if p.grad is not None)
+        outs[name] = (out, latent.grad, phi_grad)
+    (g_out, g_grad, g_phi), (p_out, p_grad, p_phi) = outs["global"], outs["per_scale"]
+    torch.testing.assert_close(p_out.quantized, g_out.quantized)
+    assert all(torch.equal(a, b) for a, b in zip(p_out.ids, g_out.ids))
+    assert g_phi == 0.0 and p_phi > 0.0  # only per-scale estimation carries the reconstruction's gradient to φ
+    assert p_grad is not None and p_grad.abs().sum() > 0 and not torch.allclose(p_grad, g_grad)
+
+
+def test_straight_through_is_a_checked_msrq_option():
+    with pytest.raises(ConfigError, match="straight_through"):
+        QuantizerConfig(kind="msrq", scales=(1, 2), straight_through="per_level").validate()
+    with pytest.raises(ConfigError, match="straight_through"):
+        QuantizerConfig(kind="vq", scales=(4,), straight_through="per_scale").validate()
+    with pytest.raises(ValueError, match="straight_through"):
+        MultiScaleResidualQuantizer(codebook_size=8, dim=4, scales=(1, 2), straight_through="nope")

@@ -11,8 +11,9 @@ from artok.losses import PatchDiscriminator, TokenizerLoss
 from artok.training.args import load_config, parse_overrides
 from artok.training.checkpoint import freeze
 from artok.training.ema import EMA
-from artok.training.loop import RunningMeans, frozen, gan_step
+from artok.training.objectives.tokenizer import frozen, gan_step
 from artok.training.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
+from artok.training.run import RunningMeans, StepClock
 
 
 @pytest.fixture
@@ -192,7 +193,6 @@ class _OneProcess:
 
 def test_step_clock_cadence_budget_and_resume():
     from artok.training.checkpoint import TrainingState
-    from artok.training.loop import StepClock
 
     state = TrainingState()
     clock = StepClock(_OneProcess(), state, TrainConfig(max_steps=7, log_every=3), resumed=False, progress=False)

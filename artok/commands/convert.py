@@ -48,7 +48,7 @@ def _var_args(p):
 @converter("var", "VAR VQVAE + transformer (vae_ch160v4096z32.pth, var_d16.pth) → artok pipeline", _var_args)
 def _var(args):
     from artok import convert
-    from artok.hub import Pipeline
+    from artok.pipeline import Pipeline
     from artok.sampling import check_compatible
 
     scales = _scales(args.scales)

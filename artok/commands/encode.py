@@ -10,13 +10,13 @@ def run(args) -> int:
     import torch
     from accelerate import PartialState
 
-    import artok
+    from artok.pipeline import Pipeline, from_pretrained
     from artok.data import build_source, data_config_from_spec
     from artok.data.encode import ImageSource, encode_dataset
 
     state = PartialState(cpu=args.cpu)
-    model = artok.from_pretrained(args.tokenizer)
-    tok = model.tokenizer if isinstance(model, artok.Pipeline) else model
+    model = from_pretrained(args.tokenizer)
+    tok = model.tokenizer if isinstance(model, Pipeline) else model
     if not hasattr(tok, "tokenize"):
         raise ValueError(f"{args.tokenizer} holds a {type(tok).__name__}, not a tokenizer")
     tok = tok.to(state.device).eval()

@@ -13,13 +13,13 @@ from artok.commands.targets import lazy_target, register_with_targets
 
 def load_tokenizer(path: str):
     """A tokenizer from a tokenizer folder, a pipeline folder, or a training run folder (its tokenizer/)."""
-    import artok
-    from artok.hub import CONFIG_NAME
+    from artok.pipeline import from_pretrained
+    from artok.checkpoint import CONFIG_NAME
 
     p = Path(path).expanduser()
     if p.is_dir() and not (p / CONFIG_NAME).exists() and (p / "tokenizer" / CONFIG_NAME).exists():
         p = p / "tokenizer"  # a training run directory
-    model = artok.from_pretrained(p if p.exists() else path)
+    model = from_pretrained(p if p.exists() else path)
     model = getattr(model, "tokenizer", model)  # a pipeline
     if not hasattr(model, "tokenize"):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a tokenizer")

@@ -27,12 +27,12 @@ def _describe_tokenizer(tok, indent: str = "") -> list[str]:
 
 
 def describe(path) -> str:
-    import artok
+    from artok.pipeline import Pipeline, from_pretrained
     from artok.tokenizers import Tokenizer
 
-    model = artok.from_pretrained(path)
+    model = from_pretrained(path)
     lines = [f"checkpoint      {path}"]
-    parts = [("", model)] if not isinstance(model, artok.Pipeline) else [
+    parts = [("", model)] if not isinstance(model, Pipeline) else [
         ("tokenizer: ", model.tokenizer), ("generator: ", model.generator)]
     for label, m in parts:
         if label:

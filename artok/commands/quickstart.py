@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    from artok.quickstart import run_quickstart
+    from artok.recipes.quickstart import run_quickstart
 
     if args.samples_per_class < 1:
         raise SystemExit(f"artok quickstart: --samples-per-class must be >= 1, got {args.samples_per_class}")

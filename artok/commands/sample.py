@@ -3,23 +3,27 @@
 
 Batch b is drawn with the seed ``seed + b``, so the images depend on the seed and the batch size only;
 ``sample/sample.py`` (``accelerate launch``) splits the same batches across processes and writes the same
-files. The helpers here are shared by both.
+files. The helpers here are shared by both; writing the files is ``artok.sampling.to_disk``'s (its names
+are re-exported here for the entry scripts).
 """
 from __future__ import annotations
 
-import re
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-SAMPLE_NAME = "{index:06d}_class{label:04d}.png"
-SAMPLE_RE = re.compile(r"^(\d{6,})_class(\d{4,})\.png$")
-GRID_NAME = "grid.png"
-NPZ_NAME = "samples.npz"
-GRID_MAX = 64
+from artok.pipeline import load_pipeline  # noqa: F401  (sample/sample.py and eval generator call cmd.load_pipeline)
+from artok.sampling import generate
+from artok.sampling.to_disk import (GRID_MAX, GRID_NAME, NPZ_NAME, SAMPLE_NAME, SAMPLE_RE, check_out_dir,
+                                    existing_samples, finish, prepare_out_dir, sample_paths, to_uint8, write_grid,
+                                    write_npz, write_pngs)
+
+__all__ = ["GRID_MAX", "GRID_NAME", "NPZ_NAME", "SAMPLE_NAME", "SAMPLE_RE", "add_arguments", "add_sampling_arguments",
+           "batches", "check_out_dir", "default_device", "existing_samples", "finish", "load_pipeline", "plan_labels",
+           "prepare_out_dir", "register", "run", "sample_batch", "sample_jobs", "sample_paths", "to_uint8", "write_grid",
+           "write_npz", "write_pngs"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -56,19 +60,6 @@ def add_sampling_arguments(p) -> None:
 # Loading and planning
 # ---------------------------------------------------------------------------------------------------------
 
-def load_pipeline(checkpoint: str | Path, device: str | torch.device):
-    """(tokenizer, generator) of a pipeline checkpoint, in eval mode on ``device``; checked to fit together."""
-    import artok
-    from artok.sampling import check_compatible
-
-    model = artok.from_pretrained(checkpoint)
-    if not isinstance(model, artok.Pipeline):
-        raise ValueError(f"{checkpoint} holds a {getattr(model, 'model_type', type(model).__name__)}; artok sample "
-                         "needs a pipeline directory with tokenizer/ and generator/ (see `artok convert var`)")
-    tok, gen = model.tokenizer, model.generator
-    check_compatible(gen, tok)
-    return tok.to(device).eval(), gen.to(device).eval()
-
 
 def plan_labels(classes: list[int] | None, per_class: int | None, num_classes: int) -> list[int]:
     """The class of every image to draw, in output order."""
@@ -83,33 +74,6 @@ def plan_labels(classes: list[int] | None, per_class: int | None, num_classes: i
     return list(classes)
 
 
-def existing_samples(out: Path) -> list[Path]:
-    if not out.is_dir():
-        return []
-    return [p for p in out.iterdir() if SAMPLE_RE.match(p.name) or p.name in (GRID_NAME, NPZ_NAME)]
-
-
-def check_out_dir(out: str | Path, overwrite: bool) -> Path:
-    """Refuse a directory that already holds samples unless ``overwrite``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file, not a directory")
-    found = existing_samples(out)
-    if found and not overwrite:
-        raise FileExistsError(f"{out} already holds {len(found)} sample files ({found[0].name}, …); "
-                              "pass --overwrite to replace them")
-    return out
-
-
-def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
-    """Create ``out``; with ``overwrite`` remove earlier samples, grid and npz (nothing else)."""
-    out = check_out_dir(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    for p in existing_samples(out):
-        p.unlink()
-    return out
-
-
 def batches(labels: list[int], batch_size: int) -> list[tuple[int, int, list[int]]]:
     """(batch index, index of its first image, its labels) for every batch."""
     if batch_size < 1:
@@ -118,34 +82,16 @@ def batches(labels: list[int], batch_size: int) -> list[tuple[int, int, list[int
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Sampling and writing
+# Sampling (writing: artok.sampling.to_disk)
 # ---------------------------------------------------------------------------------------------------------
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] → (B, H, W, 3) uint8, rounded."""
-    x = ((images.float() + 1) * 127.5 + 0.5).clamp_(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
 def sample_batch(tok, gen, labels: list[int], batch_index: int, args, device: torch.device) -> np.ndarray:
-    from artok.sampling import generate
-
+    """Batch ``batch_index`` drawn with the seed ``args.seed + batch_index``, as (B, H, W, 3) uint8."""
     rng = torch.Generator(device=device).manual_seed(args.seed + batch_index)
     out = generate(gen, tok, torch.tensor(labels, device=device), cfg_scale=args.cfg, top_k=args.top_k,
                    top_p=args.top_p, temperature=args.temperature, cfg_schedule=args.cfg_schedule,
                    more_smooth=args.more_smooth, dtype=args.dtype, generator=rng)
     return to_uint8(out.images)
-
-
-def write_pngs(out: Path, start: int, labels: list[int], images: np.ndarray) -> list[Path]:
-    from PIL import Image
-
-    paths = []
-    for i, (label, img) in enumerate(zip(labels, images)):
-        path = out / SAMPLE_NAME.format(index=start + i, label=label)
-        Image.fromarray(img).save(path)
-        paths.append(path)
-    return paths
 
 
 def sample_jobs(tok, gen, jobs, args, device, *, out: Path, progress: bool = True, total: int | None = None) -> int:
@@ -161,70 +107,6 @@ def sample_jobs(tok, gen, jobs, args, device, *, out: Path, progress: bool = Tru
             n += len(labels)
             bar.update(len(labels))
     return n
-
-
-def sample_paths(out: Path) -> list[tuple[int, int, Path]]:
-    """(index, label, path) of every sample PNG in ``out``, by index."""
-    found = []
-    for p in out.iterdir():
-        m = SAMPLE_RE.match(p.name)
-        if m:
-            found.append((int(m.group(1)), int(m.group(2)), p))
-    return sorted(found)
-
-
-def write_grid(out: Path, samples: list[tuple[int, int, Path]], max_images: int = GRID_MAX) -> Path:
-    """The first ``max_images`` samples in a square-ish grid, 2 px apart."""
-    import math
-
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    chosen = samples[:max_images]
-    imgs = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))) for _, _, p in chosen])
-    nrow = math.ceil(math.sqrt(len(chosen)))
-    grid = make_grid(imgs.permute(0, 3, 1, 2), nrow=nrow, padding=2, pad_value=255)
-    path = out / GRID_NAME
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
-    return path
-
-
-def write_npz(out: Path, samples: list[tuple[int, int, Path]]) -> Path:
-    """``samples.npz`` with ``arr_0`` (N, H, W, 3) uint8 and ``labels`` (N,), streamed through a memory-mapped
-    ``.npy`` so that 50,000 images need no more memory than one."""
-    from PIL import Image
-
-    first = np.asarray(Image.open(samples[0][2]).convert("RGB"))
-    tmp = out / "arr_0.npy.tmp"
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples),) + first.shape)
-    for i, (_, _, p) in enumerate(samples):
-        img = np.asarray(Image.open(p).convert("RGB"))
-        if img.shape != first.shape:
-            raise ValueError(f"{p} is {img.shape}, the other samples are {first.shape}")
-        arr[i] = img
-    arr.flush()
-    del arr
-    labels = out / "labels.npy.tmp"
-    with open(labels, "wb") as f:
-        np.save(f, np.array([label for _, label, _ in samples], dtype=np.int64), allow_pickle=False)
-    path = out / NPZ_NAME
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:  # the np.savez layout
-        z.write(tmp, "arr_0.npy")
-        z.write(labels, "labels.npy")
-    tmp.unlink()
-    labels.unlink()
-    return path
-
-
-def finish(out: Path, *, npz: bool) -> list[Path]:
-    """Grid (and npz) from the PNGs in ``out``."""
-    samples = sample_paths(out)
-    if not samples:
-        raise RuntimeError(f"no samples were written to {out}")
-    written = [write_grid(out, samples)]
-    if npz:
-        written.append(write_npz(out, samples))
-    return written
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,9 +14,7 @@ def run_generator(args) -> int:
     cfg = GeneratorTrainConfig.from_yaml(args.config) if args.config else None
     data = cfg.to_dict() if cfg is not None else {"generator": args.generator or "tiny-var"}
     if args.generator and cfg is not None:
-        from artok.registry import generator_config
-
-        data["generator"] = generator_config(args.generator).to_dict()
+        data["generator"] = args.generator  # a VAR or a HART preset name: from_dict resolves either
     if args.tokenizer:
         data["tokenizer"] = args.tokenizer
     if args.tokens:
@@ -54,7 +52,7 @@ def register_generator(targets, formatter_class) -> None:
                "--out-dir runs/gen\n"
                "  artok train generator --config configs/train/var-d16.yaml --num-processes 8 --mixed-precision bf16")
     p.add_argument("--config", help="training YAML (configs/train/var-*.yaml, configs/tiny/train-var-generator.yaml)")
-    p.add_argument("--generator", help="generator preset (var-d16, ..., tiny-var); replaces the config's")
+    p.add_argument("--generator", help="generator preset, VAR (var-d16, ..., tiny-var) or HART (hart-c2i-d20-256, tiny-hart-c2i); replaces the config's")
     p.add_argument("--tokenizer", help="tokenizer (or pipeline) checkpoint whose ids the generator models")
     p.add_argument("--tokens", help="token shards written by artok encode (data.tokens)")
     p.add_argument("--data", help="images to tokenize on the fly when there are no shards (data.images): a folder, "

@@ -32,7 +32,7 @@ class TransformerShape:
 
 @dataclass
 class GeneratorConfig(TransformerShape, Config):
-    """Class-conditional block-causal transformer over token ids (VAR, arXiv 2404.02905; fixture README 4.3).
+    """Class-conditional block-causal transformer over token ids (VAR, arXiv 2404.02905; docs/reference-behaviour.md 4.3).
 
     The sequence is the concatenation of the token maps of ``scales`` (smallest first). ``block_unit``
     decides what one autoregressive step predicts: ``scale`` (VAR's next-scale prediction, blocks of pn²
@@ -95,7 +95,7 @@ class GeneratorConfig(TransformerShape, Config):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# HART: residual diffusion head and the hybrid transformer (fixture README sections 3 and 5)
+# HART: residual diffusion head and the hybrid transformer (docs/reference-behaviour.md sections 3 and 5)
 # ---------------------------------------------------------------------------------------------------------
 
 HART_SCALES_1024 = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)
@@ -105,7 +105,7 @@ HART_POOLING = ("max", "mean")
 
 @dataclass
 class DiffusionHeadConfig(Config):
-    """HART's residual diffusion head (MAR's ``SimpleMLPAdaLN``, fixture README 5.5).
+    """HART's residual diffusion head (MAR's ``SimpleMLPAdaLN``, docs/reference-behaviour.md 5.5).
 
     ``latent_channels`` is C of the residual tokens, ``condition_dim`` the width of the transformer's hidden
     state. The network works on residual / ``latent_scale`` (HART's ``vae_scale``). Training uses the
@@ -133,7 +133,7 @@ class DiffusionHeadConfig(Config):
 
 @dataclass
 class HartConfig(TransformerShape, Config):
-    """HART's hybrid transformer (Tang et al., 2024, arXiv 2410.10812; fixture README 5.2–5.4): Llama blocks
+    """HART's hybrid transformer (Tang et al., 2024, arXiv 2410.10812; docs/reference-behaviour.md 5.2–5.4): Llama blocks
     (RMSNorm, SwiGLU, 1D RoPE on the condition tokens and 2D RoPE on image tokens) predicting VAR's
     next-scale ids, plus a residual diffusion head on the last scale's hidden states.
 
@@ -142,10 +142,10 @@ class HartConfig(TransformerShape, Config):
     embedding token; the null class is ``num_classes``). ``adaln``: ``pooled`` (per-block AdaLN from the
     pooled condition, ``adaln_pooling`` max or mean over valid tokens), ``shared_table`` (HART's
     ``disable_aln`` + ``shared_aln``: a per-block table plus the mean-pooled condition) or ``none``.
-    ``attention_l2_norm`` is VAR's cosine attention; else the softmax scale is 0.25/√head_dim (quirk Q5).
+    ``attention_l2_norm`` is VAR's cosine attention; else the softmax scale is 0.25/√head_dim (docs/reference-behaviour.md Q5).
 
     Training: ``class_dropout`` is the probability of dropping the condition (HART's ``cond_drop_rate``; its
-    ``torch.randn(B) < p`` draw drops 54% at 0.1, quirk Q1, so set 0.54 to match it). The last scale is
+    ``torch.randn(B) < p`` draw drops 54% at 0.1, see docs/reference-behaviour.md Q1, so set 0.54 to match it). The last scale is
     MAR-masked: a fraction ~ truncnorm[``mask_ratio_min``, 1] (mean 1, std 0.25) of its tokens is removed,
     keeping at least ``min_kept_tokens`` (all of them when the last scale has no more); the diffusion target of each kept token is the tokenizer's residual
     before the last code minus the code of an id sampled from the model (top-k ``train_top_k``, top-p

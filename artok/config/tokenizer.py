@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
+
 from artok.config.base import Config, ConfigError, suggest
 
 # ---------------------------------------------------------------------------------------------------------
@@ -54,7 +56,7 @@ class EncoderConfig(Config):
 @register_encoder_config("conv")
 @dataclass
 class ConvEncoderConfig(EncoderConfig):
-    """The VQGAN/VAR convolutional body (section 4.1 of the fixture README).
+    """The VQGAN/VAR convolutional body (section 4.1 of docs/reference-behaviour.md).
 
     ``attn_levels`` lists the resolution levels whose residual blocks are followed by self-attention;
     None means the lowest-resolution level only, as VQGAN and VAR do. The decoder built from the same
@@ -111,7 +113,28 @@ class ConvEncoderConfig(EncoderConfig):
 # Quantizer
 # ---------------------------------------------------------------------------------------------------------
 
+# which of the shared φ convolutions each scale uses: part of what a quantizer config means, so here (the
+# quantizer imports it)
+def phi_ticks(count: int) -> np.ndarray:
+    """Positions in [0, 1] of ``count`` shared φ convolutions (VAR: thirds for 4, halves otherwise)."""
+    if count == 4:
+        return np.linspace(1 / 3 / count, 1 - 1 / 3 / count, count)
+    return np.linspace(1 / 2 / count, 1 - 1 / 2 / count, count)
+
+
+def phi_index_per_scale(count: int, num_scales: int) -> list[int]:
+    """Which φ each scale uses: the nearest tick to si/(SN−1), in float64 as VAR computes it, so exact
+    real-number ties resolve the same way (docs/reference-behaviour.md 4.2.2, quirk Q6)."""
+    ticks = phi_ticks(count)
+    out = []
+    for si in range(num_scales):
+        at = si / (num_scales - 1) if num_scales > 1 else 0.0
+        out.append(int(np.argmin(np.abs(ticks - at))))
+    return out
+
+
 QUANTIZER_KINDS = ("vq", "msrq", "hybrid")
+STRAIGHT_THROUGH = ("global", "per_scale")  # see MultiScaleResidualQuantizer
 
 
 @dataclass
@@ -124,7 +147,9 @@ class QuantizerConfig(Config):
     of φ convolutions shared across scales (0: one per scale, 1: one for all). ``scale_norm`` (each scale
     standardises its inputs with its running mean and std before the lookup), ``balance_scales`` (every
     scale moves the EMA codes equally) and ``prefix_dropout`` (decode a fraction of the training images from
-    their first scales only) are multi-scale (``msrq``) options; see ``MultiScaleResidualQuantizer``.
+    their first scales only) and ``straight_through`` (``global``: VAR's one estimator around the residual loop;
+    ``per_scale``: each lookup on its own, so φ learns from the reconstruction) are multi-scale (``msrq``)
+    options; see ``MultiScaleResidualQuantizer``.
     """
 
     kind: str = "msrq"
@@ -141,6 +166,7 @@ class QuantizerConfig(Config):
     scale_norm: bool = False
     balance_scales: bool = False
     prefix_dropout: float = 0.0
+    straight_through: str = "global"
 
     def validate(self) -> None:
         if self.kind not in QUANTIZER_KINDS:
@@ -167,9 +193,13 @@ class QuantizerConfig(Config):
             raise ConfigError(f"quantizer.skip_continuous_prob must be in [0, 1], got {self.skip_continuous_prob}")
         if not 0.0 <= self.prefix_dropout < 1.0:
             raise ConfigError(f"quantizer.prefix_dropout must be in [0, 1), got {self.prefix_dropout}")
-        if self.kind != "msrq" and (self.scale_norm or self.balance_scales or self.prefix_dropout > 0):
-            raise ConfigError(f"quantizer.scale_norm, balance_scales and prefix_dropout are options of the "
-                              f"multi-scale quantizer (kind 'msrq'), not of '{self.kind}'")
+        if self.straight_through not in STRAIGHT_THROUGH:
+            raise ConfigError(f"quantizer.straight_through: unknown '{self.straight_through}'"
+                              f"{suggest(self.straight_through, STRAIGHT_THROUGH)}; choose one of {STRAIGHT_THROUGH}")
+        if self.kind != "msrq" and (self.scale_norm or self.balance_scales or self.prefix_dropout > 0
+                                    or self.straight_through != "global"):
+            raise ConfigError(f"quantizer.scale_norm, balance_scales, prefix_dropout and straight_through are "
+                              f"options of the multi-scale quantizer (kind 'msrq'), not of '{self.kind}'")
         if self.balance_scales and self.ema_decay is None:
             raise ConfigError("quantizer.balance_scales weights the EMA code updates: set quantizer.ema_decay too")
 
@@ -178,8 +208,6 @@ class QuantizerConfig(Config):
         unused parameters waste memory and break DDP, so training refuses them."""
         if self.kind == "vq" or abs(self.quant_resi) <= 1e-6:
             return []
-        from artok.quantizers.msrq import phi_index_per_scale
-
         count = self.share_quant_resi or len(self.scales)
         return sorted(set(range(count)) - set(phi_index_per_scale(count, len(self.scales))))
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from artok.config.base import Config, ConfigError, _choice
 from artok.config.generator import GeneratorConfig, HartConfig
+from artok.config.presets import HART_PRESETS, generator_config, hart_config, tokenizer_config
 from artok.config.tokenizer import TokenizerConfig
 
 # ---------------------------------------------------------------------------------------------------------
@@ -200,8 +201,6 @@ class TokenizerTrainConfig(Config):
     @classmethod
     def from_dict(cls, data: dict, *, where: str | None = None):
         if isinstance(data, dict) and isinstance(data.get("tokenizer"), str):
-            from artok.registry import tokenizer_config  # registry imports this module
-
             data = {**data, "tokenizer": tokenizer_config(data["tokenizer"]).to_dict()}
         return super().from_dict(data, where=where)
 
@@ -290,8 +289,6 @@ class GeneratorTrainConfig(Config):
     @classmethod
     def from_dict(cls, data: dict, *, where: str | None = None):
         if isinstance(data, dict) and isinstance(data.get("generator"), str):
-            from artok.registry import HART_PRESETS, generator_config, hart_config  # registry imports this module
-
             name = data["generator"]
             data = {**data, "generator": (hart_config(name) if name in HART_PRESETS else generator_config(name)).to_dict()}
         if isinstance(data, dict) and isinstance(data.get("train"), dict):

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import torch
 
-from artok.hub import CheckpointError
+from artok.checkpoint import CheckpointError
 
 StateDict = Mapping[str, torch.Tensor]
 

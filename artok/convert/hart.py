@@ -20,7 +20,7 @@ import torch
 from artok.config import DiffusionHeadConfig, HartConfig
 from artok.convert.common import KeyRenames, StateDict, count_indexed, load_state_dict, require
 from artok.convert.var import build_on, load_with_fills, tokenizer_config_from_var_keys, var_keys_to_artok
-from artok.hub import CheckpointError, load_strict
+from artok.checkpoint import CheckpointError, load_strict
 
 TRANSFORMER = "HART transformer"
 
@@ -309,8 +309,8 @@ def hart_transformer_from_folder(directory: str | Path):
 def hart_pipeline(tokenizer_dir: str | Path, llm_dir: str | Path):
     """The released ``hart-0.7b-1024px`` layout (``tokenizer/`` and ``llm/`` folders) → ``artok.Pipeline``
     with ``.tokenizer`` (HybridTokenizer) and ``.generator`` (HartTransformer), checked to fit together."""
-    from artok.hub import Pipeline
-    from artok.sampling_hart import check_hart_compatible
+    from artok.pipeline import Pipeline
+    from artok.sampling.hart import check_hart_compatible
 
     tok = hart_tokenizer_from_folder(tokenizer_dir)
     model = hart_transformer_from_folder(llm_dir)

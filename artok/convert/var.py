@@ -14,7 +14,7 @@ import torch
 
 from artok.config import ConvEncoderConfig, QuantizerConfig, TokenizerConfig
 from artok.convert.common import StateDict, count_indexed, load_state_dict, require
-from artok.hub import CheckpointError, load_strict
+from artok.checkpoint import CheckpointError, load_strict
 
 _PHI_PATTERNS = (
     (re.compile(r"^quant_resi\.qresi_ls\.(\d+)\.(.+)$"), "phi.convs.{0}.{1}"),  # PhiPartiallyShared

@@ -17,7 +17,7 @@ import torch
 
 from artok.config import GeneratorConfig
 from artok.convert.common import KeyRenames, StateDict, count_indexed, load_state_dict, require
-from artok.hub import CheckpointError, load_strict
+from artok.checkpoint import CheckpointError, load_strict
 
 WHAT = "VAR transformer"
 

@@ -13,6 +13,7 @@ from artok.data.images import IMAGE_EXTENSIONS, BadImageError, load_image, to_rg
 from artok.data.loader import (InfiniteShardedSampler, TrainingSet, collate, evaluation_loader,
                                training_loader)
 from artok.data.sources import HFImageDataset, ImageFolder, TarShards, expand_shards
+from artok.data.tokens import TokenDataset, TokenRecord  # the shards `artok encode` writes
 from artok.data.transforms import ImageTransform, pil_to_tensor, tensor_to_uint8
 
 
@@ -67,7 +68,8 @@ def data_config_from_spec(spec: str, **fields) -> DataConfig:
 
 
 __all__ = ["BadImageError", "FashionMNIST", "HFImageDataset", "IMAGE_EXTENSIONS", "ImageFolder", "ImageTransform",
-           "InfiniteShardedSampler", "ProceduralShapes", "SkimagePhotos", "TarShards", "TrainingSet",
+           "InfiniteShardedSampler", "ProceduralShapes", "SkimagePhotos", "TarShards", "TokenDataset", "TokenRecord",
+           "TrainingSet",
            "build_dataset", "build_source", "collate", "data_config_from_spec", "draw_shape", "evaluation_loader",
            "expand_shards", "fashion_mnist_available", "load_image", "pil_to_tensor", "tensor_to_uint8", "to_rgb",
            "training_loader"]

@@ -1,4 +1,4 @@
-"""Convolutional encoder and decoder of the VQGAN/VAR family (Esser et al., 2021; fixture README 4.1).
+"""Convolutional encoder and decoder of the VQGAN/VAR family (Esser et al., 2021; docs/reference-behaviour.md 4.1).
 
 Key names match the official VAR/HART checkpoints, so converted weights load without a key map.
 """

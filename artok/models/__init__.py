@@ -1,9 +1,9 @@
-"""Generators: the block-causal next-scale transformer and HART's residual diffusion head."""
-from artok.models.blocks import AdaLNBlock, KVCache, SelfAttention
+"""Generators: VAR's block-causal next-scale transformer and HART's transformer with its residual diffusion
+head, over one attention core and KV cache (``attention``)."""
+from artok.models.attention import KVCache, SelfAttention
+from artok.models.blocks import AdaLNBlock, HartBlock
+from artok.models.diffusion_head import DiffusionHead
+from artok.models.hart import HartTransformer
 from artok.models.transformer import Generator
 
-__all__ = ["AdaLNBlock", "Generator", "KVCache", "SelfAttention"]
-from artok.models.diffusion_head import DiffusionHead  # noqa: E402
-from artok.models.hart import HartTransformer  # noqa: E402
-
-__all__ += ["DiffusionHead", "HartTransformer"]
+__all__ = ["AdaLNBlock", "DiffusionHead", "Generator", "HartBlock", "HartTransformer", "KVCache", "SelfAttention"]

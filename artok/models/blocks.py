@@ -1,53 +1,21 @@
-"""Transformer blocks of VAR (Tian et al., 2024, arXiv 2404.02905): AdaLN-modulated self-attention + MLP.
+"""Transformer blocks over the shared attention (``artok.models.attention``): VAR's AdaLN block (Tian et al.,
+2024, arXiv 2404.02905) and HART's Llama block (Tang et al., 2024, arXiv 2410.10812).
 
-Leaf modules with keyword-only arguments; ``artok.models.transformer`` assembles them. Notation follows
-the fixture README, section 4.3: B batch, L tokens, D width, N heads, hd head size.
+Leaf modules with keyword-only arguments; ``artok.models.transformer`` and ``artok.models.hart`` assemble
+them. Notation follows docs/reference-behaviour.md, section 4.3: B batch, L tokens, D width, N heads, hd head size.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
-# VAR clamps the learnable log attention scale at ln(100) (models/basic_var.py, SelfAttention)
-MAX_LOG_ATTENTION_SCALE = math.log(100.0)
-# VAR initialises the l2-normalised attention's scale to 4 (log 4)
-INITIAL_ATTENTION_SCALE = 4.0
+from artok.models.attention import LayerCache, SelfAttention
+from artok.models.llama import RMSNorm, SwiGLU
 
-
-class LayerCache:
-    """Keys and values of the tokens one attention layer has seen: (B, N, l_total, hd) each, or None."""
-
-    def __init__(self) -> None:
-        self.keys: torch.Tensor | None = None
-        self.values: torch.Tensor | None = None
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.keys is None:
-            self.keys, self.values = k, v
-        else:
-            self.keys = torch.cat((self.keys, k), dim=2)  # (B, N, l_total, hd)
-            self.values = torch.cat((self.values, v), dim=2)
-        return self.keys, self.values
-
-    @property
-    def length(self) -> int:
-        return 0 if self.keys is None else self.keys.shape[2]
-
-
-class KVCache:
-    """One ``LayerCache`` per transformer block, for incremental (block by block) decoding."""
-
-    def __init__(self, depth: int) -> None:
-        self.layers = [LayerCache() for _ in range(depth)]
-
-    @property
-    def length(self) -> int:
-        """Tokens decoded so far."""
-        return self.layers[0].length
+# ---------------------------------------------------------------------------------------------------------
+# VAR
+# ---------------------------------------------------------------------------------------------------------
 
 
 class DropPath(nn.Module):
@@ -62,52 +30,6 @@ class DropPath(nn.Module):
             return x
         keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
         return x * keep / (1 - self.p)
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with VAR's qkv bias (q and v only) and optional l2-normalised q, k.
-
-    With ``l2_norm`` the logits are cos(q, k)·exp(min(log_scale, ln 100)) with a learnable per-head
-    ``log_scale``; otherwise the softmax scale is 0.25/√hd (VAR's choice, README quirk Q5).
-    """
-
-    def __init__(self, *, embed_dim: int, num_heads: int, l2_norm: bool = True, dropout: float = 0.0) -> None:
-        super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-        self.num_heads, self.head_dim, self.l2_norm, self.dropout = num_heads, embed_dim // num_heads, l2_norm, dropout
-        self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=False)
-        self.q_bias = nn.Parameter(torch.zeros(embed_dim))
-        self.v_bias = nn.Parameter(torch.zeros(embed_dim))
-        self.register_buffer("zero_k_bias", torch.zeros(embed_dim), persistent=False)
-        if l2_norm:
-            self.log_scale = nn.Parameter(torch.full((1, num_heads, 1, 1), INITIAL_ATTENTION_SCALE).log())
-            self.scale = 1.0
-        else:
-            self.scale = 0.25 / math.sqrt(self.head_dim)
-        self.proj = nn.Linear(embed_dim, embed_dim)
-        self.proj_drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, *, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
-                cache: LayerCache | None = None) -> torch.Tensor:
-        """x: (B, l, D). attn_mask: (l, l) bool, True where attention is allowed. With ``cache``, the new
-        tokens attend to every cached token and to each other without a mask (they form one block)."""
-        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias)
-        q, k, v = rearrange(qkv, "b l (three n d) -> three b n l d", three=3, n=self.num_heads).unbind(0)
-        if self.l2_norm:
-            scale = self.log_scale.clamp_max(MAX_LOG_ATTENTION_SCALE).exp()  # (1, N, 1, 1)
-            q = F.normalize(q, dim=-1).mul(scale)
-            k = F.normalize(k, dim=-1)
-        if cache is not None:
-            k, v = cache.append(k, v)
-            attn_mask, is_causal = None, False
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
-        out = rearrange(out, "b n l d -> b l (n d)")  # (B, l, D)
-        return self.proj_drop(self.proj(out))
 
 
 class FeedForward(nn.Module):
@@ -160,3 +82,50 @@ class AdaLNBlock(nn.Module):
         x = x + self.drop_path(h * gamma1)
         h = self.ffn(self.norm(x) * (scale2 + 1) + shift2)
         return x + self.drop_path(h * gamma2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HART
+# ---------------------------------------------------------------------------------------------------------
+
+
+class HartBlock(nn.Module):
+    """Pre-norm Llama block with HART's AdaLN variants (one RMSNorm weight shared by both norms, docs/reference-behaviour.md Q8):
+    x += Attn(norm(x)·(1+s1) + b1)·γ1; x += FFN(norm(x)·(1+s2) + b2)·γ2, or no modulation (``none``).
+
+    ``adaln``: ``pooled`` (a per-block projection of the pooled condition), ``shared_table`` (a learnable
+    per-block table added to the pooled condition) or ``none``.
+    """
+
+    def __init__(self, *, embed_dim: int, num_heads: int, mlp_hidden: int, adaln: str = "shared_table",
+                 l2_norm: bool = False, norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        D = embed_dim
+        self.mode = adaln
+        self.norm = RMSNorm(D, norm_eps)
+        self.attn = SelfAttention(embed_dim=D, num_heads=num_heads, l2_norm=l2_norm)
+        self.ffn = SwiGLU(D, mlp_hidden)
+        if self.mode == "pooled":
+            self.adaln = nn.Linear(D, 6 * D)
+        elif self.mode == "shared_table":
+            self.adaln_table = nn.Parameter(torch.randn(6, D) / D ** 0.5)
+
+    def modulation(self, pooled: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """(γ1, γ2, s1, s2, b1, b2), each (B, 1, D), from the pooled condition (B, D)."""
+        if self.mode == "pooled":
+            return self.adaln(F.silu(pooled)).view(-1, 1, 6, pooled.shape[-1]).unbind(2)
+        if self.mode == "shared_table":
+            return (self.adaln_table[None] + pooled[:, None]).unsqueeze(1).unbind(2)  # (B, 1, 6, D) → 6 × (B, 1, D)
+        return None
+
+    def forward(self, x: torch.Tensor, pooled: torch.Tensor, angles: torch.Tensor, *,
+                attn_mask: torch.Tensor | None, cache: LayerCache | None = None) -> torch.Tensor:
+        """x: (B, l, D); pooled: (B, D); angles: (B, l, hd) RoPE angles → (B, l, D)."""
+        mod = self.modulation(pooled)
+        if mod is None:
+            x = x + self.attn(self.norm(x), angles=angles, attn_mask=attn_mask, cache=cache)
+            return x + self.ffn(self.norm(x))
+        g1, g2, s1, s2, b1, b2 = mod
+        h = self.attn(self.norm(x).mul(1 + s1).add(b1), angles=angles, attn_mask=attn_mask, cache=cache)
+        x = x + h.mul(g1)
+        return x + self.ffn(self.norm(x).mul(1 + s2).add(b2)).mul(g2)

@@ -5,7 +5,7 @@ The head models the continuous residual token r (C channels) of one latent posit
 vector z (the transformer's hidden state there). The network sees r / ``latent_scale`` (HART's vae_scale 0.6)
 and predicts ε and the variance interpolation v; ``sample`` runs the respaced chain (8 steps) with
 classifier-free guidance and a temperature and returns r. Keys follow the official ``diffloss.*`` layout
-(fixture README 5.5), so converted checkpoints load with a prefix strip.
+(docs/reference-behaviour.md 5.5), so converted checkpoints load with a prefix strip.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from artok.config import DiffusionHeadConfig
-from artok.diffusion import ResidualDiffusion
+from artok.schedulers import ResidualDiffusion
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -167,7 +167,7 @@ class DiffusionHead(nn.Module):
         """Draw residuals (N, C), in the latent's scale, for conditions (N, D).
 
         With guidance, ``condition`` holds N/2 cond rows then N/2 null rows; both halves share the guided ε
-        and start from the same noise, and HART uses the first half. ``guided`` None follows HART (quirk
+        and start from the same noise, and HART uses the first half. ``guided`` None follows HART (docs/reference-behaviour.md
         Q3): guidance unless ``cfg_scale == 1.0`` exactly.
 
         noise: (initial, per_step) to inject: initial (N, C), or (N/2, C) duplicated under guidance;

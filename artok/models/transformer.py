@@ -2,7 +2,7 @@
 
 The sequence is every scale's token map, smallest first. A token attends to every token of its own block
 and of all earlier blocks; a block is a whole scale (next-scale prediction) or one token (raster order,
-the LlamaGen-style generator of a single-scale VQ tokenizer). Spec: fixture README, sections 4.3 and 4.4.
+the LlamaGen-style generator of a single-scale VQ tokenizer). Spec: docs/reference-behaviour.md, sections 4.3 and 4.4.
 
 Teacher forcing: ``model(tok.teacher_inputs(ids), labels) -> logits (B, L, V)``; row i predicts token i.
 Generation runs block by block through a KV cache (``new_cache`` / ``start_tokens`` / ``embed_block`` /
@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from artok.config import GeneratorConfig
-from artok.hub import PretrainedMixin, register_model_type
-from artok.models.blocks import AdaLNBlock, KVCache
+from artok.checkpoint import PretrainedMixin, register_model_type
+from artok.models.attention import KVCache
+from artok.models.blocks import AdaLNBlock
 
 
 @register_model_type

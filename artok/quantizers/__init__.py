@@ -19,7 +19,8 @@ def build_quantizer(config, dim: int):
     if config.kind == "msrq":
         return MultiScaleResidualQuantizer(**common, quant_resi=config.quant_resi,
                                            share_quant_resi=config.share_quant_resi, scale_norm=config.scale_norm,
-                                           balance_scales=config.balance_scales, prefix_dropout=config.prefix_dropout)
+                                           balance_scales=config.balance_scales, prefix_dropout=config.prefix_dropout,
+                                           straight_through=config.straight_through)
     if config.kind == "hybrid":
         from artok.quantizers.hybrid import HybridQuantizer
 

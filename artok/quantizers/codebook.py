@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from artok.distributed import DEFAULT_SYNC, ProcessSync
+from artok.quantizers.sync import DEFAULT_SYNC, ProcessSync
 
 
 class Codebook(nn.Module):

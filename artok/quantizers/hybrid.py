@@ -4,7 +4,7 @@ tokens plus one continuous residual token map.
 The discrete part is VAR's residual loop. On the last scale the id is chosen on the remaining residual
 ``f_rest_last`` (no resampling) and the continuous residual is ``r = f_rest_last − e[id_last]``. The hybrid
 latent rebuilds f exactly: ``Σ_{k<K−1} φ_k(up(e[ids_k])) + e[ids_last] + r``; the last scale gets *no* φ
-(fixture README 5.1, quirk Q9). Discrete-only decoding keeps VAR's rule, φ on every scale.
+(docs/reference-behaviour.md 5.1, quirk Q9). Discrete-only decoding keeps VAR's rule, φ on every scale.
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class HybridQuantizer(MultiScaleResidualQuantizer):
     def autoregressive_step(self, si: int, f_hat: torch.Tensor | None, ids: torch.Tensor, *,
                             codes: torch.Tensor | None = None, residual: torch.Tensor | None = None):
         """VAR's step; with ``residual`` (B, C, H, W) on the last scale, HART's hybrid step instead:
-        f̂ += e[ids] + residual with no φ (README 5.4 step 5). ``codes`` replaces e[ids] (soft codes)."""
+        f̂ += e[ids] + residual with no φ (docs/reference-behaviour.md 5.4 step 5). ``codes`` replaces e[ids] (soft codes)."""
         if residual is None:
             if codes is None:
                 return super().autoregressive_step(si, f_hat, ids)

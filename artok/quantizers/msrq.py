@@ -3,18 +3,18 @@
 A latent f (B, C, H, W) is quantised coarse to fine: at scale k the remaining residual is area-downsampled
 to pn_k × pn_k, each cell takes its nearest code, the code map is bicubic-upsampled back to H × W, refined
 by a shared convolution φ, and subtracted from the residual. The token map of scale k thus describes what
-scales 0..k-1 missed. Notation follows the fixture README, section 4.2.
+scales 0..k-1 missed. Notation follows docs/reference-behaviour.md, section 4.2.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from artok.config.tokenizer import STRAIGHT_THROUGH, phi_index_per_scale
 from artok.quantizers.codebook import Codebook, batch_statistics
 
 
@@ -54,24 +54,6 @@ class Phi(nn.Conv2d):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h.mul(1 - self.ratio) + super().forward(h).mul_(self.ratio)
-
-
-def phi_ticks(count: int) -> np.ndarray:
-    """Positions in [0, 1] of ``count`` shared φ convolutions (VAR: thirds for 4, halves otherwise)."""
-    if count == 4:
-        return np.linspace(1 / 3 / count, 1 - 1 / 3 / count, count)
-    return np.linspace(1 / 2 / count, 1 - 1 / 2 / count, count)
-
-
-def phi_index_per_scale(count: int, num_scales: int) -> list[int]:
-    """Which φ each scale uses: the nearest tick to si/(SN−1), in float64 as VAR computes it, so exact
-    real-number ties resolve the same way (README 4.2.2, quirk Q6)."""
-    ticks = phi_ticks(count)
-    out = []
-    for si in range(num_scales):
-        at = si / (num_scales - 1) if num_scales > 1 else 0.0
-        out.append(int(np.argmin(np.abs(ticks - at))))
-    return out
 
 
 class PhiSchedule(nn.Module):
@@ -114,6 +96,13 @@ class MultiScaleResidualQuantizer(nn.Module):
             uniform in 1 .. K − 1; nested dropout): the decoder learns to draw what the coarse scales hold,
             and the encoder to put the image's layout there, which is what a next-scale generator starts
             from. The losses and codebook statistics still use every scale.
+        straight_through: how the reconstruction's gradient crosses the quantiser. ``"global"`` (VAR): one
+            straight-through estimator around the whole residual loop, f + sg(f̂ − f); φ (and learnt codes)
+            see only the latent-space codebook loss. ``"per_scale"`` (vector-quantize-pytorch's
+            ``HierarchicalVQ``): every scale's lookup is straight-through on its own and the residual keeps its
+            gradient, so φ learns from the reconstruction loss too; commitment and codebook losses are then
+            per scale, β·‖z_k − sg(e_k)‖² and ‖e_k − sg(z_k)‖² on the lookup's inputs. The forward values are
+            the same in both.
     """
 
     def __init__(
@@ -132,10 +121,14 @@ class MultiScaleResidualQuantizer(nn.Module):
         scale_norm: bool = False,
         balance_scales: bool = False,
         prefix_dropout: float = 0.0,
+        straight_through: str = "global",
     ) -> None:
         super().__init__()
         if not 0.0 <= prefix_dropout < 1.0:
             raise ValueError(f"prefix_dropout must be in [0, 1), got {prefix_dropout}")
+        if straight_through not in STRAIGHT_THROUGH:
+            raise ValueError(f"straight_through must be one of {STRAIGHT_THROUGH}, got '{straight_through}'")
+        self.straight_through = straight_through
         self.scales = tuple(int(s) for s in scales)
         self.codebook_size, self.dim, self.beta = codebook_size, dim, beta
         self.codebook = Codebook(
@@ -237,7 +230,7 @@ class MultiScaleResidualQuantizer(nn.Module):
         self.norm_updates += 1
 
     def _residual_loop(self, f: torch.Tensor, *, keep_fhats: bool = False):
-        """Run 4.2.3 on f (fp32). Returns ids per scale, f̂ after each scale (or only the last), the
+        """Run the loop of docs/reference-behaviour.md 4.2.3 on f (fp32). Returns ids per scale, f̂ after each scale (or only the last), the
         per-scale inputs z that chose the codes (for codebook statistics)."""
         H = f.shape[-1]
         f_rest = f.detach().clone()
@@ -272,7 +265,7 @@ class MultiScaleResidualQuantizer(nn.Module):
         return fhats
 
     def forward(self, f: torch.Tensor) -> QuantizerOutput:
-        """Training forward (README 4.2.5). f: (B, C, H, W), any dtype; quantised in fp32.
+        """Training forward (docs/reference-behaviour.md 4.2.5). f: (B, C, H, W), any dtype; quantised in fp32.
 
         Losses: ``commitment`` = β·mean_k mse(sg(f̂_k), f) pulls the encoder, ``codebook`` =
         mean_k mse(f̂_k, sg(f)) pulls the codes (when not EMA) and φ. The output is straight-through.
@@ -295,22 +288,39 @@ class MultiScaleResidualQuantizer(nn.Module):
             assigned = f.new_zeros(self.codebook_size, self.dim) if self.codebook.ema_decay is not None else None
             sums, sumsq = f.new_zeros(self.num_scales, self.dim), f.new_zeros(self.num_scales)
             counts = f.new_zeros(self.num_scales)
+            per_scale = self.straight_through == "per_scale"
+            rest = f if per_scale else f_rest  # per scale: the residual keeps the latent's gradient
             for si, pn in enumerate(self.scales):
-                z = area_downsample(f_rest, pn) if si != self.num_scales - 1 else f_rest
+                z = area_downsample(rest, pn) if si != self.num_scales - 1 else rest
                 z = rearrange(z, "b c h w -> (b h w) c")  # (B*pn*pn, C)
                 if self.scale_norm and self.training:
-                    sums[si], sumsq[si], counts[si] = z.sum(0), z.square().sum(), z.shape[0]
+                    zd = z.detach()
+                    sums[si], sumsq[si], counts[si] = zd.sum(0), zd.square().sum(), zd.shape[0]
                 z = self._units(z, si)
-                idx = self.codebook.nearest(z)
+                idx = self.codebook.nearest(z.detach())
                 if self.training:
                     hits[si] = torch.bincount(idx, minlength=self.codebook_size).float()
                     if assigned is not None:
                         weighted = z.detach() if self.scale_weights is None else z.detach() * self.scale_weights[si]
                         assigned.index_add_(0, idx, weighted)
+                if per_scale:
+                    e = self.codebook(idx)
+                    commitment = commitment + F.mse_loss(z, e.detach()) * self.beta
+                    codebook = codebook + F.mse_loss(e, z.detach())
+                    z_st = z + (e - z).detach()  # the code's value, the input's gradient
+                    idx = idx.view(f.shape[0], pn * pn)
+                    h = self._code_map(idx, si, H, codes=z_st.view(f.shape[0], pn * pn, -1))
+                    f_hat = f_hat + h
+                    rest = rest - h
+                    ids.append(idx)
+                    inputs.append(z)
+                    if drop_prefixes:
+                        fhats.append(f_hat)
+                    continue
                 idx = idx.view(f.shape[0], pn * pn)
                 h = self._code_map(idx, si, H)
                 f_hat = f_hat + h
-                f_rest = f_rest - h.detach()
+                rest = rest - h.detach()
                 ids.append(idx)
                 grad_path = area_downsample(f_grad, pn) if si != self.num_scales - 1 else f_grad
                 inputs.append(z + self._units(rearrange(grad_path, "b c h w -> (b h w) c"), si, center=False))
@@ -321,7 +331,8 @@ class MultiScaleResidualQuantizer(nn.Module):
             commitment = commitment / self.num_scales
             codebook = codebook / self.num_scales
             decoded = self._prefix_dropout(fhats) if drop_prefixes else f_hat
-            quantized = (decoded.detach() - f_nograd) + f  # straight-through estimator
+            # global: one straight-through estimator; per scale: f̂ already carries the gradient
+            quantized = decoded if per_scale else (decoded.detach() - f_nograd) + f
         if self.training:
             weights = None if self.scale_weights is None else torch.tensor(self.scale_weights)
             self.codebook.update(hits, assigned, [z.detach() for z in inputs], scale_weights=weights)

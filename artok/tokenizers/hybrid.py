@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from artok.config import ConfigError, TokenizerConfig
-from artok.hub import register_model_type
+from artok.checkpoint import register_model_type
 from artok.quantizers.hybrid import HybridQuantizer
 from artok.tokenizers.tokenizer import Tokenizer, TokenizerOutput
 

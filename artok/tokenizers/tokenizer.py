@@ -12,7 +12,7 @@ from torch import nn
 
 from artok.config import TokenizerConfig
 from artok.encoders import build_decoder, build_encoder
-from artok.hub import PretrainedMixin, register_model_type
+from artok.checkpoint import PretrainedMixin, register_model_type
 from artok.quantizers import build_quantizer
 
 RANGE_TOLERANCE = 1e-3

@@ -7,7 +7,10 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
+
+from artok.checkpoint import WEIGHTS_NAME, resolve
 
 CHECKPOINTS_DIR = "checkpoints"
 COMPLETE_MARKER = "artok_state.json"  # written after every process has saved: marks a usable checkpoint
@@ -81,11 +84,7 @@ def resume(accelerator, resume: str, out_dir: str | Path) -> Path | None:
 def initialize_from(model: nn.Module, checkpoint: str | Path) -> list[str]:
     """Copy the weights of an artok checkpoint whose names and shapes match; returns the names not found
     there (new modules keep their initialisation, e.g. a hybrid decoder's residual path)."""
-    from safetensors.torch import load_file
-
-    from artok.hub import WEIGHTS_NAME, _resolve
-
-    source = load_file(str(_resolve(checkpoint) / WEIGHTS_NAME))
+    source = load_file(str(resolve(checkpoint) / WEIGHTS_NAME))
     own = model.state_dict()
     mismatched = [f"{k}: {tuple(source[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
                   if k in source and source[k].shape != v.shape]

@@ -1,4 +1,5 @@
-"""What a person looks at during training: reconstruction grids, a metrics log and loss curves."""
+"""What a person looks at during training: reconstruction and per-class sample grids, a metrics log and loss
+curves."""
 from __future__ import annotations
 
 import json
@@ -28,6 +29,11 @@ def tile_grid(images: torch.Tensor, *, columns: int) -> np.ndarray:
         y, x = pad + r * (tile + pad), pad + c * (tile + pad)
         canvas[y: y + tile, x: x + tile] = np.kron(tiles[i], np.ones((scale, scale, 1), np.uint8))
     return canvas
+
+
+def class_grid(images: torch.Tensor, rows: int) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1], N = rows × columns, one row per class → one (H', W', 3) uint8 grid."""
+    return tile_grid(images, columns=math.ceil(images.shape[0] / rows))
 
 
 def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor, *, columns: int = 8) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from artok.config import GeneratorTrainConfig
 from artok.registry import generator_config
-from artok.quickstart import real_images, sample_per_class
+from artok.recipes.quickstart import real_images, sample_per_class
 from artok.metrics.classifier import accuracy, per_class_accuracy, train_classifier
 from artok.training.generator_trainer import train_generator
 
@@ -67,7 +67,7 @@ cfg = GeneratorTrainConfig.from_dict({"generator": g, "tokenizer": str(run / "to
 t = time.time()
 res = train_generator(cfg, progress=False)
 print(f"trained {res.step} steps in {time.time()-t:.0f}s loss {res.final_loss}")
-from artok.commands.sample import load_pipeline
+from artok.pipeline import load_pipeline
 from artok.sampling import generate
 tok, gen = load_pipeline(Path(a.out) / "pipeline", "cpu")
 rows = []
@@ -87,6 +87,6 @@ for spec in a.sweep.split(","):
     rows.append((spec, acc, min(pc)))
     print(f"  {spec:>14}: acc {acc:.1%}  min class {min(pc):.0%}  per class {' '.join(f'{c:.0%}' for c in pc)}", flush=True)
     if spec == a.sweep.split(",")[0]:
-        from artok.quickstart import save_class_grid
+        from artok.recipes.quickstart import save_class_grid
         save_class_grid(imgs.view(10, a.per_class, *imgs.shape[1:])[:, :10].flatten(0, 1), 10, Path(a.out) / "grid.png")
 json.dump({"steps": res.step, "rows": rows}, open(Path(a.out) / "result.json", "w"))

@@ -5,7 +5,7 @@ cfg:top_k[:temperature], 20 samples a class, scored by runs/qs/clf16.pt. The REA
 """
 import sys, torch
 from pathlib import Path
-from artok.commands.sample import load_pipeline
+from artok.pipeline import load_pipeline
 from artok.sampling import generate
 from artok.metrics.classifier import accuracy, per_class_accuracy
 torch.set_num_threads(1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from artok.config import DataConfig, LossConfig, TokenizerTrainConfig, TrainConfig
 from artok.registry import tokenizer_config
-from artok.quickstart import real_images
+from artok.recipes.quickstart import real_images
 from artok.metrics.classifier import accuracy, per_class_accuracy
 from artok.metrics.evaluate import prefix_reconstructions
 from artok.metrics.image import psnr

@@ -1,24 +1,24 @@
-"""HART's inference loop (fixture README 5.4): next-scale discrete tokens, then the residual diffusion head.
+"""HART's inference loop (docs/reference-behaviour.md 5.4): next-scale discrete tokens, then the residual diffusion head.
 
 ``generate_hart(model, tok, condition, cfg_scale=…)`` composes a ``HartTransformer`` and a
 ``HybridTokenizer``. Step 0 feeds the condition tokens and reads scale 0's logits at the last of them; scales
 1..K−2 follow VAR's loop (guidance t = cfg·k/(K−1)); the last scale is predicted in one pass, its hidden
 states and sampled codes condition the diffusion head, whose residual is added to the codes with no φ.
 
-Faithful to the official sampler, including quirk Q2: the last scale's guidance (logits and diffusion) uses
+Faithful to the official sampler, including docs/reference-behaviour.md Q2: the last scale's guidance (logits and diffusion) uses
 the stale t = cfg·(K−2)/(K−1); and Q3: the diffusion head skips guidance when that t is exactly 1.0. Unlike
-the official code (quirk Q4), ``top_k`` is honoured: HART hard-codes 600 below stage 7 and 300 after, pass
+the official code (docs/reference-behaviour.md Q4), ``top_k`` is honoured: HART hard-codes 600 below stage 7 and 300 after, pass
 ``top_k=600`` to approximate it.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from einops import rearrange
 
-from artok.sampling import GenerationOutput, filter_logits, gumbel_soft_assignment, resolve_dtype, sample_ids
+from artok.sampling.logits import (GenerationOutput, autocast, check_filtering, filter_logits, gumbel_soft_assignment,
+                                   resolve_dtype, sample_ids)
 
 
 @dataclass
@@ -70,15 +70,14 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
             still uses the sampled codes.
     """
     check_hart_compatible(model, tok)
-    if top_k < 0 or not 0.0 <= top_p < 1.0:
-        raise ValueError(f"need top_k >= 0 and 0 <= top_p < 1, got top_k={top_k}, top_p={top_p}")
+    check_filtering(top_k, top_p)
     if temperature <= 0 or diffusion_temperature < 0:
         raise ValueError(f"temperatures must be positive, got {temperature} and {diffusion_temperature}")
     dtype = resolve_dtype(dtype)
     cfg = model.config
     scales, K = cfg.scales, len(cfg.scales)
     device = model.head.weight.device
-    autocast = (torch.autocast(device_type=device.type, dtype=dtype) if dtype != torch.float32 else nullcontext())
+    mixed = autocast(device, dtype)
 
     # -- condition batch: cond rows, then null rows --------------------------------------------------------
     guided = cfg_scale != 0
@@ -102,14 +101,14 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
     def guide(logits: torch.Tensor, t: float) -> torch.Tensor:
         return (1 + t) * logits[:B] - t * logits[B:] if guided else logits
 
-    def pick(logits: torch.Tensor) -> torch.Tensor:
+    def pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         filtered = filter_logits(logits / temperature if temperature != 1.0 else logits, top_k=top_k, top_p=top_p)
         return filtered, sample_ids(filtered, generator=generator, greedy=top_k == 1)
 
-    caches = [{} for _ in model.blocks]
+    cache = model.new_cache()
     ids, all_logits, f_hat = [], [], None
-    with autocast:
-        logits, _ = model.start(cond, caches)
+    with mixed:
+        logits, _ = model.start(cond, cache)
     for si in range(K - 1):  # discrete scales 0..K−2
         t = cfg_scale * si / (K - 1)
         logits = guide(logits.float(), t)
@@ -120,10 +119,10 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
         codes = gumbel_soft_assignment(filtered, si / (K - 1), generator=generator) @ code_table if more_smooth else None
         f_hat, nxt = tok.autoregressive_step(si, f_hat, block_ids, codes=codes)
         nxt = torch.cat([nxt, nxt]) if guided else nxt  # (nB, pn², C)
-        with autocast:
-            logits, hidden = model.step(si + 1, nxt, cond, caches)
+        with mixed:
+            logits, hidden = model.step(si + 1, nxt, cond, cache)
 
-    # -- last scale: every token in one pass, stale guidance (Q2), then the diffusion head ---------------
+    # -- last scale: every token in one pass, stale guidance (docs/reference-behaviour.md Q2), then the diffusion head ---
     t = cfg_scale * (K - 2) / (K - 1)
     logits = guide(logits.float(), t)
     if return_logits:
@@ -131,7 +130,7 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
     filtered, last_ids = pick(logits)
     ids.append(last_ids)
     sampled_codes = tok.indices_to_codes(last_ids)  # (B, l, C): the cond ids' codes for both halves
-    with autocast:
+    with mixed:
         z = model.diffusion_condition(hidden, torch.cat([sampled_codes, sampled_codes]) if guided else sampled_codes)
     z = rearrange(z.float(), "b l d -> (b l) d")  # (nB·l, D), cond rows first
     head = model.diffusion_head
@@ -143,7 +142,7 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
     f_hat, _ = tok.autoregressive_step(K - 1, f_hat, last_ids, codes=codes, residual=residual)
     images = None
     if decode:
-        with autocast:
+        with mixed:
             images = tok.decode(f_hat).float().clamp(-1, 1)
     return HartGenerationOutput(ids=ids, latent=f_hat, images=images, logits=all_logits if return_logits else None,
                                 residual=residual, diffusion_condition=z)

@@ -121,7 +121,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     from artok.data import ProceduralShapes
     from artok.data.builtin import PROCEDURAL_CLASSES
     from artok.data.encode import ImageSource, encode_dataset
-    from artok.hub import from_pretrained
+    from artok.pipeline import from_pretrained
     from artok.metrics.classifier import accuracy, per_class_accuracy, train_classifier
     from artok.training.generator_trainer import train_generator
     from artok.training.tokenizer_trainer import train_tokenizer
@@ -243,7 +243,7 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
                     **quality},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    from artok.report import write_report
+    from artok.recipes.report import write_report
 
     report = write_report(out, metrics, sample_grid=grid_path, class_names=PROCEDURAL_CLASSES)
     print(f"\ndone in {budget.elapsed() / 60:.1f} min.\n  report:           {report}\n  samples per class: {grid_path}"
@@ -323,7 +323,7 @@ def accuracy_curve(path: Path) -> list[dict]:
 
 
 def save_class_grid(images: torch.Tensor, classes: int, path: Path) -> Path:
-    from artok.training.generator_trainer import class_grid
+    from artok.training.report import class_grid
     from artok.training.report import save_grid
 
     return save_grid(class_grid(images, rows=classes), path)

@@ -3,7 +3,7 @@
 The process is IDDPM's (Nichol & Dhariwal, 2021, arXiv 2102.09672): the 1000-step cosine schedule,
 ε-prediction with a learned-range variance (the network also outputs v, and log σ² = ½(v+1)·log β +
 (1 − ½(v+1))·log σ̃²), training loss MSE + the variational bound, and sampling respaced to a few steps (8 in
-HART) with x̂0 clipped to [−1, 1] (fixture README 5.5).
+HART) with x̂0 clipped to [−1, 1] (docs/reference-behaviour.md 5.5).
 
 diffusers supplies the scheduler (``DDPMScheduler`` with the cosine "squaredcos_cap_v2" schedule, learned-range
 variance and x̂0 clipping): ``add_noise`` for training and the respaced timesteps (``set_timesteps(timesteps=…)``).

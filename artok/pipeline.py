@@ -1,0 +1,82 @@
+"""A tokenizer and a generator together: building models from presets, loading whatever a checkpoint directory
+holds, and the pipeline folder (``tokenizer/`` + ``generator/``) that training exports and sampling reads.
+
+``artok.from_pretrained(path)`` loads a tokenizer, a generator or a pipeline; ``build_tokenizer``,
+``build_generator`` and ``build_hart`` build fresh models from a preset name or a config.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from artok.checkpoint import CONFIG_NAME, FORMAT_VERSION, MODEL_TYPES, CheckpointError, read_config, resolve
+from artok.config import GeneratorConfig, HartConfig, TokenizerConfig
+from artok.config.presets import GENERATORS, HARTS, TOKENIZERS
+from artok.models import Generator
+from artok.models.hart import HartTransformer
+from artok.sampling import check_compatible
+from artok.tokenizers import HybridTokenizer, Tokenizer
+
+
+def build_tokenizer(name_or_config: str | TokenizerConfig, **overrides: Any) -> Tokenizer:
+    """Build a tokenizer from a preset name or a config, e.g. ``build_tokenizer("tiny-var-vqvae")``."""
+    cfg = TOKENIZERS.resolve(name_or_config, **overrides)
+    return HybridTokenizer(cfg) if cfg.quantizer.kind == "hybrid" else Tokenizer(cfg)
+
+
+def build_generator(name_or_config: str | GeneratorConfig, **overrides: Any) -> Generator:
+    """Build a generator from a preset name or a config, e.g. ``build_generator("tiny-var")``."""
+    return Generator(GENERATORS.resolve(name_or_config, **overrides))
+
+
+def build_hart(name_or_config: str | HartConfig, **overrides: Any) -> HartTransformer:
+    """Build a HART transformer from a preset name or a config, e.g. ``build_hart("tiny-hart-c2i")``."""
+    return HartTransformer(HARTS.resolve(name_or_config, **overrides))
+
+
+class Pipeline:
+    """A tokenizer and a generator saved side by side (``tokenizer/`` and ``generator/``)."""
+
+    model_type = "pipeline"
+
+    def __init__(self, tokenizer: Any, generator: Any) -> None:
+        self.tokenizer, self.generator = tokenizer, generator
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        self.tokenizer.save_pretrained(d / "tokenizer")
+        self.generator.save_pretrained(d / "generator")
+        (d / CONFIG_NAME).write_text(json.dumps({"model_type": "pipeline", "format_version": FORMAT_VERSION}, indent=2))
+        return d
+
+    def to(self, *args, **kwargs) -> "Pipeline":
+        self.tokenizer.to(*args, **kwargs)
+        self.generator.to(*args, **kwargs)
+        return self
+
+
+def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu"):
+    """Load a tokenizer, a generator or a pipeline from an artok checkpoint directory (or hub repo id)."""
+    d = resolve(path)
+    meta = read_config(d)
+    kind = meta.get("model_type")
+    if kind == "pipeline":
+        return Pipeline(from_pretrained(d / "tokenizer", map_location=map_location),
+                        from_pretrained(d / "generator", map_location=map_location))
+    if kind not in MODEL_TYPES:
+        raise CheckpointError(f"{d / CONFIG_NAME}: unknown model_type '{kind}' (known: {', '.join(sorted(MODEL_TYPES))})")
+    return MODEL_TYPES[kind].from_pretrained(d, map_location=map_location)
+
+
+def load_pipeline(checkpoint: str | Path, device: str | torch.device):
+    """(tokenizer, generator) of a pipeline checkpoint, in eval mode on ``device``; checked to fit together."""
+    model = from_pretrained(checkpoint)
+    if not isinstance(model, Pipeline):
+        raise ValueError(f"{checkpoint} holds a {getattr(model, 'model_type', type(model).__name__)}; artok sample "
+                         "needs a pipeline directory with tokenizer/ and generator/ (see `artok convert var`)")
+    tok, gen = model.tokenizer, model.generator
+    check_compatible(gen, tok)
+    return tok.to(device).eval(), gen.to(device).eval()

@@ -1,0 +1,1 @@
+"""End-to-end runs built from the library's layers: ``artok quickstart`` and its report."""

@@ -1,0 +1,110 @@
+"""Block-by-block autoregressive sampling: VAR's next-scale loop (docs/reference-behaviour.md 4.4), raster order alike.
+
+``generate_var(model, tok, labels, cfg_scale=...)`` composes a generator (``artok.models.Generator``) and a
+tokenizer: the generator predicts the logits of one block (a scale, or one token) through its KV cache,
+the logits are guided, filtered and sampled, and the tokenizer turns the sampled ids into the next block's
+input (``tok.autoregressive_step``) and finally into images (``tok.decode``).
+
+Classifier-free guidance follows VAR: logits = (1 + t)·cond − t·uncond with t = cfg·k/(K − 1) over the K
+blocks (``cfg_schedule="linear"``), or t = cfg at every block (``"constant"``). Sampling with the same
+``torch.Generator`` seed on CPU reproduces the official sampler bit for bit.
+"""
+from __future__ import annotations
+
+import torch
+
+from artok.sampling.logits import (CFG_SCHEDULES, GenerationOutput, autocast, check_filtering, filter_logits,
+                                   guidance_strength, gumbel_soft_assignment, resolve_dtype, sample_ids)
+
+
+def check_compatible(model, tok) -> None:
+    """Raise ValueError when a generator and a tokenizer cannot work together (codebook size, latent
+    channels, scales, block structure), naming every disagreement."""
+    cfg = model.config
+    problems = []
+    if cfg.codebook_size != tok.codebook_size:
+        problems.append(f"codebook size: generator {cfg.codebook_size}, tokenizer {tok.codebook_size}")
+    if cfg.latent_channels != tok.latent_channels:
+        problems.append(f"latent channels: generator {cfg.latent_channels}, tokenizer {tok.latent_channels}")
+    if tuple(cfg.scales) != tuple(tok.scales):
+        problems.append(f"scales: generator {tuple(cfg.scales)}, tokenizer {tuple(tok.scales)}")
+    elif list(cfg.block_sizes) != list(tok.block_sizes):
+        unit = {"scale": "one scale", "token": "one token"}[cfg.block_unit]
+        problems.append(f"steps: the generator predicts {unit} per step ({len(cfg.block_sizes)} steps), the "
+                        f"tokenizer takes {len(tok.block_sizes)} steps of {sorted(set(tok.block_sizes))} tokens")
+    if problems:
+        raise ValueError("the tokenizer and the generator disagree: " + "; ".join(problems))
+
+
+@torch.no_grad()
+def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: float = 0.0,
+                 generator: torch.Generator | None = None, temperature: float = 1.0, cfg_schedule: str = "linear",
+                 more_smooth: bool = False, dtype: torch.dtype | str | None = None, decode: bool = True,
+                 return_logits: bool = False) -> GenerationOutput:
+    """Sample token ids block by block with a KV cache and decode them.
+
+    Args:
+        model: a ``Generator``; tok: the tokenizer whose ids it models (checked with ``check_compatible``).
+        labels: (B,) class ids in [0, num_classes]; num_classes is the null (unconditional) class.
+        cfg_scale: guidance strength; 0 switches guidance off (no unconditional pass).
+        top_k, top_p: filtering (0 disables); ``top_k=1`` is greedy and deterministic.
+        generator: a ``torch.Generator`` for reproducible sampling (its device may differ from the model's).
+        temperature: divides the guided logits before filtering.
+        cfg_schedule: ``linear`` (VAR's ramp over blocks) or ``constant``.
+        more_smooth: VAR's Gumbel soft codes for the next input and the latent (ids are still sampled).
+        dtype: float32, bfloat16 or float16; the transformer and decoder run under autocast in that dtype;
+            guidance and sampling are always float32.
+    """
+    check_compatible(model, tok)
+    if cfg_schedule not in CFG_SCHEDULES:
+        raise ValueError(f"unknown cfg schedule '{cfg_schedule}'; choose one of {', '.join(CFG_SCHEDULES)}")
+    check_filtering(top_k, top_p)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    dtype = resolve_dtype(dtype)
+    labels = model.check_labels(labels)
+    B, device = labels.shape[0], labels.device
+    guided = cfg_scale != 0
+    mixed = autocast(device, dtype)
+
+    if guided:
+        labels = torch.cat((labels, torch.full_like(labels, model.null_class)))  # cond rows, then null rows
+    cond = model.condition(labels)  # (nB, D)
+    cache = model.new_cache()
+    with mixed:
+        x = model.start_tokens(cond)
+    code_table = tok.indices_to_codes(torch.arange(tok.codebook_size, device=device)) if more_smooth else None
+
+    sizes = model.block_sizes
+    f_hat, ids, all_logits, start = None, [], [], 0
+    for k, size in enumerate(sizes):
+        with mixed:
+            logits = model.step(x, cond, cache).float()  # (nB, l, V)
+        ratio = k / (len(sizes) - 1) if len(sizes) > 1 else 1.0
+        if guided:
+            t = guidance_strength(cfg_scale, k, len(sizes), cfg_schedule)
+            logits = (1 + t) * logits[:B] - t * logits[B:]
+        if return_logits:
+            all_logits.append(logits)
+        if temperature != 1.0:
+            logits = logits / temperature
+        logits = filter_logits(logits, top_k=top_k, top_p=top_p)
+        block_ids = sample_ids(logits, generator=generator, greedy=top_k == 1)  # (B, l)
+        ids.append(block_ids)
+        if more_smooth:
+            codes = gumbel_soft_assignment(logits, ratio, generator=generator) @ code_table  # (B, l, C)
+            f_hat, nxt = tok.autoregressive_step(k, f_hat, block_ids, codes=codes)
+        else:
+            f_hat, nxt = tok.autoregressive_step(k, f_hat, block_ids)
+        start += size
+        if nxt is not None:
+            with mixed:
+                x = model.embed_block(nxt, start)
+            if guided:
+                x = x.repeat(2, 1, 1)  # (nB, l, D)
+    images = None
+    if decode:
+        with mixed:
+            images = tok.decode(f_hat).float()
+    return GenerationOutput(ids=tok.split_ids(torch.cat(ids, dim=1)), latent=f_hat, images=images,
+                            logits=all_logits if return_logits else None)
