@@ -63,3 +63,44 @@ def test_overrides_and_preset_lookup():
 def test_unused_phi_is_reported():
     assert QuantizerConfig(scales=(1, 2, 4), share_quant_resi=4).unused_phi_convs() == [1]
     assert QuantizerConfig(scales=(1, 2, 4), share_quant_resi=4, quant_resi=0.0).unused_phi_convs() == []
+
+
+def test_a_new_encoder_kind_is_spelled_once_and_builds_inside_a_tokenizer():
+    from dataclasses import dataclass
+
+    from torch import nn
+
+    from artok.config import ENCODER_CONFIGS, EncoderConfig, register_encoder_config
+    from artok.encoders import _BUILDERS, register_encoder
+
+    @register_encoder_config
+    @dataclass
+    class PatchConfig(EncoderConfig):
+        kind: str = "test-patch"
+
+        @property
+        def downsample_factor(self) -> int:
+            return 4
+
+    try:
+        register_encoder(PatchConfig,
+                         lambda cfg, c, size: nn.Conv2d(3, c, 4, stride=4),
+                         lambda cfg, c, size: nn.ConvTranspose2d(c, 3, 4, stride=4))
+        cfg = TokenizerConfig.from_dict({"image_size": 16, "latent_channels": 4, "encoder": {"kind": "test-patch"},
+                                         "quantizer": {"kind": "vq", "codebook_size": 8, "scales": [4]}})
+        assert isinstance(cfg.encoder, PatchConfig)
+        tok = artok.build_tokenizer(cfg)
+        assert [tuple(i.shape) for i in tok.tokenize(__import__("torch").zeros(2, 3, 16, 16))] == [(2, 16)]
+
+        @dataclass
+        class Unregistered(EncoderConfig):
+            kind: str = "test-unregistered"
+
+        with pytest.raises(ValueError, match="not a registered encoder config"):
+            register_encoder(Unregistered, None, None)
+        with pytest.raises(ValueError, match="registered twice"):
+            register_encoder_config(dataclass(type("Again", (EncoderConfig,), {"__annotations__": {"kind": str},
+                                                                                "kind": "test-patch"})))
+    finally:
+        ENCODER_CONFIGS.pop("test-patch", None)
+        _BUILDERS.pop("test-patch", None)

@@ -28,3 +28,13 @@ def test_every_config_path_named_in_docs_and_help_exists():
             if not found:
                 missing.append(f"{path} (named as {pattern})")
     assert not missing, "named but missing:\n" + "\n".join(missing)
+
+
+def test_every_source_path_named_in_the_readme_and_docs_exists():
+    """The layout the README's "Where things are" and docs/reference-behaviour.md describe is the real one."""
+    module = re.compile(r"`(artok/[A-Za-z0-9_/]+(?:\.py|/))`")
+    docs = [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    named = {m for doc in docs for m in module.findall(doc.read_text(encoding="utf-8"))}
+    assert len(named) > 20, named
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, "named but missing: " + ", ".join(missing)

@@ -4,19 +4,19 @@ Every buildable object has one dataclass. YAML keys equal field names; an unknow
 ``ConfigError`` that names it and suggests the nearest valid key. Polymorphic sections (encoders) carry a
 ``kind`` field that selects the dataclass, so new encoders register a config class instead of adding flags.
 
-The package splits the configs by topic (``base``: the machinery; ``tokenizer``; ``generator``;
-``training``); every name is importable from ``artok.config``.
+The package splits the configs by topic (``base``: the machinery; ``encoders``; ``tokenizer``; ``generator``;
+``training``; ``presets``: the named configs); every config name is importable from ``artok.config``.
 """
 from __future__ import annotations
 
 from artok.config.base import (  # noqa: F401
     Config, ConfigError, _choice, suggest,
 )
-from artok.config.tokenizer import (  # noqa: F401
-    ConvEncoderConfig, ENCODER_CONFIGS, EncoderConfig, MixedScaleEncoderConfig, QUANTIZER_KINDS,
-    QuadtreeEncoderConfig, QuantizerConfig, SuperTokenEncoderConfig, TokenMergeEncoderConfig, TokenizerConfig,
-    ViTEncoderConfig, register_encoder_config,
+from artok.config.encoders import (  # noqa: F401
+    ConvEncoderConfig, ENCODER_CONFIGS, EncoderConfig, MixedScaleEncoderConfig, QuadtreeEncoderConfig,
+    SuperTokenEncoderConfig, TokenMergeEncoderConfig, ViTEncoderConfig, register_encoder_config,
 )
+from artok.config.tokenizer import QUANTIZER_KINDS, STRAIGHT_THROUGH, QuantizerConfig, TokenizerConfig  # noqa: F401
 from artok.config.generator import (  # noqa: F401
     BLOCK_UNITS, DiffusionHeadConfig, GeneratorConfig, HART_ADALN, HART_POOLING, HART_SCALES_1024, HartConfig,
     TransformerShape,
@@ -33,7 +33,7 @@ __all__ = [
     'GAN_LOSSES', 'GeneratorConfig', 'GeneratorDataConfig', 'GeneratorRecipeConfig', 'GeneratorTrainConfig',
     'HART_ADALN', 'HART_POOLING', 'HART_SCALES_1024', 'HartConfig', 'LR_SCHEDULES', 'LossConfig',
     'MIXED_PRECISION', 'MixedScaleEncoderConfig', 'PERCEPTUAL_NETWORKS', 'QUANTIZER_KINDS',
-    'QuadtreeEncoderConfig', 'QuantizerConfig', 'RECONSTRUCTION_LOSSES', 'SuperTokenEncoderConfig',
+    'QuadtreeEncoderConfig', 'QuantizerConfig', 'RECONSTRUCTION_LOSSES', 'STRAIGHT_THROUGH', 'SuperTokenEncoderConfig',
     'TokenMergeEncoderConfig', 'TokenizerConfig', 'TokenizerTrainConfig', 'TrainConfig', 'TransformerShape', 'VIEW_MODES',
     'ViTEncoderConfig', 'register_encoder_config', 'suggest',
 ]

@@ -11,8 +11,9 @@ from typing import Any, Callable
 
 from artok.config.base import ConfigError, suggest
 from artok.config.generator import HART_SCALES_1024, DiffusionHeadConfig, GeneratorConfig, HartConfig
-from artok.config.tokenizer import (ConvEncoderConfig, MixedScaleEncoderConfig, QuadtreeEncoderConfig, QuantizerConfig,
-                                    SuperTokenEncoderConfig, TokenizerConfig, TokenMergeEncoderConfig, ViTEncoderConfig)
+from artok.config.encoders import (ConvEncoderConfig, MixedScaleEncoderConfig, QuadtreeEncoderConfig,
+                                   SuperTokenEncoderConfig, TokenMergeEncoderConfig, ViTEncoderConfig)
+from artok.config.tokenizer import QuantizerConfig, TokenizerConfig
 
 
 class PresetFamily:

@@ -1,8 +1,10 @@
 """Pixel ↔ latent-grid networks, built by ``kind`` from an encoder config.
 
 Every encoder maps images (B, 3, H, W) to a latent grid (B, C, H/f, W/f) that any quantizer accepts, so
-tokenizers combine any encoder with any quantizer through their config. New encoders call
-``register_encoder`` with builders for the encoder and its matching decoder.
+tokenizers combine any encoder with any quantizer through their config. A new encoder registers its config
+class (``artok.config.register_encoder_config``, which reads the kind from the class's ``kind`` field) and
+calls ``register_encoder`` with that class and builders for the encoder and its matching decoder: the kind
+is spelled once.
 """
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from typing import Callable
 
 from torch import nn
 
-from artok.config import ConfigError, EncoderConfig, suggest
+from artok.config import (ENCODER_CONFIGS, ConfigError, ConvEncoderConfig, EncoderConfig, MixedScaleEncoderConfig,
+                          QuadtreeEncoderConfig, SuperTokenEncoderConfig, TokenMergeEncoderConfig, ViTEncoderConfig,
+                          suggest)
+from artok.config.encoders import encoder_kind
 from artok.encoders.conv import ConvDecoder, ConvEncoder
 from artok.encoders.mixed_scale import MixedScaleViTEncoder
 from artok.encoders.quadtree import QuadtreeViTEncoder
@@ -21,8 +26,12 @@ from artok.encoders.vit import ViTDecoder, ViTEncoder, vit_kwargs
 _BUILDERS: dict[str, tuple[Callable, Callable]] = {}
 
 
-def register_encoder(kind: str, build_encoder: Callable, build_decoder: Callable) -> None:
-    """``build_*(config, latent_channels, image_size) -> nn.Module``."""
+def register_encoder(config_class: type, build_encoder: Callable, build_decoder: Callable) -> None:
+    """Builders for the encoder kind of ``config_class``: ``build_*(config, latent_channels, image_size) ->
+    nn.Module``."""
+    kind = encoder_kind(config_class)
+    if ENCODER_CONFIGS.get(kind) is not config_class:
+        raise ValueError(f"{config_class.__name__} is not a registered encoder config (register_encoder_config)")
     _BUILDERS[kind] = (build_encoder, build_decoder)
 
 
@@ -34,7 +43,7 @@ def _conv_kwargs(cfg) -> dict:
 
 
 register_encoder(
-    "conv",
+    ConvEncoderConfig,
     lambda cfg, c, image_size: ConvEncoder(latent_channels=c, **_conv_kwargs(cfg)),
     lambda cfg, c, image_size: ConvDecoder(latent_channels=c, **_conv_kwargs(cfg)),
 )
@@ -57,17 +66,17 @@ def _vit_decoder(cfg, c, image_size):
     return _vit_family(ViTDecoder, lambda _: {})(cfg, c, image_size)
 
 
-register_encoder("vit", _vit_family(ViTEncoder, lambda cfg: {}), _vit_decoder)
-register_encoder("tome", _vit_family(TokenMergeViTEncoder, lambda cfg: dict(
+register_encoder(ViTEncoderConfig, _vit_family(ViTEncoder, lambda cfg: {}), _vit_decoder)
+register_encoder(TokenMergeEncoderConfig, _vit_family(TokenMergeViTEncoder, lambda cfg: dict(
     merge_per_layer=cfg.merge_per_layer, schedule=cfg.merge_schedule,
     proportional_attention=cfg.proportional_attention)), _vit_decoder)
-register_encoder("msvit", _vit_family(MixedScaleViTEncoder, lambda cfg: dict(
+register_encoder(MixedScaleEncoderConfig, _vit_family(MixedScaleViTEncoder, lambda cfg: dict(
     coarse_factor=cfg.coarse_factor, gate_hidden=cfg.gate_hidden, target_fine_fraction=cfg.target_fine_fraction,
     gate_temperature=cfg.gate_temperature, gate_loss_weight=cfg.gate_loss_weight,
     coarse_embedding=cfg.coarse_embedding)), _vit_decoder)
-register_encoder("quadtree", _vit_family(QuadtreeViTEncoder, lambda cfg: dict(
+register_encoder(QuadtreeEncoderConfig, _vit_family(QuadtreeViTEncoder, lambda cfg: dict(
     levels=cfg.levels, token_budget=cfg.token_budget, scorer=cfg.scorer)), _vit_decoder)
-register_encoder("stvit", _vit_family(SuperTokenViTEncoder, lambda cfg: dict(
+register_encoder(SuperTokenEncoderConfig, _vit_family(SuperTokenViTEncoder, lambda cfg: dict(
     super_token_size=cfg.super_token_size, sampling_iterations=cfg.sampling_iterations)), _vit_decoder)
 
 

@@ -1,6 +1,7 @@
 """Codebook quantisers: single-scale VQ, VAR's multi-scale residual VQ, HART's hybrid."""
 from artok.quantizers.codebook import Codebook
-from artok.quantizers.msrq import MultiScaleResidualQuantizer, QuantizerOutput, phi_index_per_scale
+from artok.quantizers.msrq import MultiScaleResidualQuantizer, phi_index_per_scale
+from artok.quantizers.output import QuantizerOutput
 from artok.quantizers.vq import VectorQuantizer
 
 __all__ = ["Codebook", "MultiScaleResidualQuantizer", "QuantizerOutput", "VectorQuantizer", "build_quantizer",

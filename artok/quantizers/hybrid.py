@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from artok.quantizers.msrq import MultiScaleResidualQuantizer, QuantizerOutput, area_downsample
+from artok.quantizers.msrq import MultiScaleResidualQuantizer, area_downsample
+from artok.quantizers.output import QuantizerOutput
 
 
 class HybridQuantizer(MultiScaleResidualQuantizer):

@@ -7,7 +7,6 @@ scales 0..k-1 missed. Notation follows docs/reference-behaviour.md, section 4.2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -16,24 +15,7 @@ from torch import nn
 
 from artok.config.tokenizer import STRAIGHT_THROUGH, phi_index_per_scale
 from artok.quantizers.codebook import Codebook, batch_statistics
-
-
-@dataclass
-class QuantizerOutput:
-    """quantized: (B, C, H, W) straight-through f̂; ids: per scale (B, pn*pn); losses: named scalars;
-    stats: per-batch codebook usage and perplexity (for logging); inputs: per scale the (B*pn*pn, C) fp32
-    vectors that chose the codes, differentiable with respect to the latent (for regularisers such as the
-    codebook entropy)."""
-
-    quantized: torch.Tensor
-    ids: list[torch.Tensor]
-    losses: dict[str, torch.Tensor]
-    stats: dict[str, torch.Tensor] = field(default_factory=dict)
-    inputs: list[torch.Tensor] = field(default_factory=list)
-
-    @property
-    def loss(self) -> torch.Tensor:
-        return sum(self.losses.values())
+from artok.quantizers.output import QuantizerOutput
 
 
 def area_downsample(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import nn
 
 from artok.quantizers.codebook import Codebook, batch_statistics
-from artok.quantizers.msrq import QuantizerOutput
+from artok.quantizers.output import QuantizerOutput
 
 
 class VectorQuantizer(nn.Module):
