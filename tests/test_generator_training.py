@@ -320,3 +320,14 @@ def test_hart_objective_draws_the_diffusion_ids_from_the_filtered_logits():
         assert kept.gather(-1, draws.permute(1, 2, 0)).all(), (top_k, top_p)
     again = [draw_ids(logits, top_k=5, top_p=0.9, generator=torch.Generator().manual_seed(2)) for _ in range(2)]
     assert torch.equal(*again)
+
+
+@pytest.mark.parametrize("preset, kind", [("tiny-hart-c2i", "HartConfig"), ("tiny-var", "GeneratorConfig")])
+def test_generator_flag_resolves_var_and_hart_presets_over_a_config(preset, kind, tmp_path, capsys):
+    from artok.cli import main
+
+    cfg = tmp_path / "train.yaml"
+    GeneratorTrainConfig.from_dict({"generator": "tiny-var", "tokenizer": "tok", "data": {"tokens": "t"}}).to_yaml(cfg)
+    assert main(["train", "generator", "--config", str(cfg), "--generator", preset, "--dry-run"]) == 0
+    resolved = GeneratorTrainConfig.from_yaml(capsys.readouterr().out)
+    assert type(resolved.generator).__name__ == kind

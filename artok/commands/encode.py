@@ -11,13 +11,14 @@ def run(args) -> int:
     from accelerate import PartialState
 
     from artok.pipeline import Pipeline, from_pretrained
+    from artok.tokenizers import Tokenizer
     from artok.data import build_source, data_config_from_spec
     from artok.data.encode import ImageSource, encode_dataset
 
     state = PartialState(cpu=args.cpu)
     model = from_pretrained(args.tokenizer)
     tok = model.tokenizer if isinstance(model, Pipeline) else model
-    if not hasattr(tok, "tokenize"):
+    if not isinstance(tok, Tokenizer):
         raise ValueError(f"{args.tokenizer} holds a {type(tok).__name__}, not a tokenizer")
     tok = tok.to(state.device).eval()
     config = data_config_from_spec(args.data, split=args.split, num_samples=args.num_samples)

@@ -14,6 +14,7 @@ from artok.commands.targets import lazy_target, register_with_targets
 def load_tokenizer(path: str):
     """A tokenizer from a tokenizer folder, a pipeline folder, or a training run folder (its tokenizer/)."""
     from artok.pipeline import from_pretrained
+    from artok.tokenizers import Tokenizer
     from artok.checkpoint import CONFIG_NAME
 
     p = Path(path).expanduser()
@@ -21,7 +22,7 @@ def load_tokenizer(path: str):
         p = p / "tokenizer"  # a training run directory
     model = from_pretrained(p if p.exists() else path)
     model = getattr(model, "tokenizer", model)  # a pipeline
-    if not hasattr(model, "tokenize"):
+    if not isinstance(model, Tokenizer):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a tokenizer")
     return model
 

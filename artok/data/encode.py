@@ -172,7 +172,7 @@ def encode_dataset(
     if rank != 0:
         prepare_output(out_dir, header, overwrite=False, is_main=False)
 
-    hybrid = hasattr(tokenizer, "residual")
+    hybrid = tokenizer.is_hybrid
     residual_shape = (tokenizer.latent_channels, tokenizer.scales[-1], tokenizer.scales[-1]) if hybrid else None
     dtype = record_dtype(tokenizer.num_tokens, tokenizer.codebook_size, residual_shape)
     num_shards = (n + shard_size - 1) // shard_size

@@ -30,7 +30,7 @@ def prefix_reconstructions(tokenizer, ids: list[torch.Tensor]) -> list[torch.Ten
 def reconstruct(tokenizer, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """ids and the reconstruction a generator's output would decode to (hybrid: with the residual)."""
     ids = tokenizer.tokenize(images)
-    if hasattr(tokenizer, "residual"):
+    if tokenizer.is_hybrid:
         return ids, tokenizer.detokenize(ids, residual=tokenizer.residual(images))
     return ids, tokenizer.detokenize(ids)
 
@@ -56,7 +56,7 @@ def evaluate_tokenizer(tokenizer, batches: Iterable[dict], *, metrics: Iterable[
         inception = InceptionFeatures(inception_weights).to(device)
     counter = CodebookCounter(tokenizer.codebook_size, tokenizer.scales)
     sums = {m: 0.0 for m in ("psnr", "ssim", "lpips") if m in metrics}
-    hybrid = hasattr(tokenizer, "residual")
+    hybrid = tokenizer.is_hybrid
     if hybrid and "psnr" in sums:
         sums["psnr_discrete"] = 0.0  # the discrete-only decoding of a hybrid tokenizer, for comparison
     num_scales = len(tokenizer.scales)

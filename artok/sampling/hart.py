@@ -34,7 +34,7 @@ def check_hart_compatible(model, tok) -> None:
     """Raise ValueError when a HART transformer and a tokenizer cannot work together."""
     cfg = model.config
     problems = []
-    if not hasattr(tok, "residual") or not hasattr(tok.quantizer, "hybrid_latent"):
+    if not tok.is_hybrid:
         problems.append(f"the tokenizer is a {type(tok).__name__} with a '{tok.config.quantizer.kind}' quantizer; "
                         "HART needs a hybrid tokenizer (quantizer.kind 'hybrid')")
     if cfg.codebook_size != tok.codebook_size:

@@ -21,6 +21,7 @@ class HybridTokenizer(Tokenizer):
     """Images (B, 3, H, W) in [-1, 1] ↔ ids per scale + a continuous residual (B, C, h, w)."""
 
     model_type = "hybrid_tokenizer"
+    is_hybrid = True
     config_class = TokenizerConfig
     quantizer: HybridQuantizer
 

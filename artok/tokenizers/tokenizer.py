@@ -36,6 +36,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
     """Images (B, 3, H, W) in [-1, 1] ↔ token ids per scale."""
 
     model_type = "tokenizer"
+    is_hybrid = False  # HybridTokenizer: True (ids plus a continuous residual)
     config_class = TokenizerConfig
 
     def __init__(self, config: TokenizerConfig) -> None:

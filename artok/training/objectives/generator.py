@@ -13,6 +13,7 @@ from torch import nn
 from artok.config import ConfigError, GeneratorTrainConfig
 from artok.pipeline import Pipeline, from_pretrained
 from artok.sampling import check_compatible, generate
+from artok.tokenizers import Tokenizer
 from artok.training.optim import weight_matrix_groups
 from artok.training.report import class_grid
 from artok.training.run import Objective
@@ -23,7 +24,7 @@ def load_tokenizer(path: str, device) -> nn.Module:
     """The frozen tokenizer of a tokenizer or pipeline directory, in eval mode on ``device``."""
     model = from_pretrained(path)
     tok = model.tokenizer if isinstance(model, Pipeline) else model
-    if not hasattr(tok, "teacher_inputs"):
+    if not isinstance(tok, Tokenizer):
         raise ConfigError(f"tokenizer: {path} holds a {type(tok).__name__}, not a tokenizer")
     return tok.to(device).eval().requires_grad_(False)
 

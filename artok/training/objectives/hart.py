@@ -97,7 +97,7 @@ class HartObjective(GeneratorObjective):
 
     def setup(self, accelerator) -> None:
         super().setup(accelerator)
-        if not hasattr(self.tok, "residual"):
+        if not self.tok.is_hybrid:
             raise ConfigError(f"tokenizer: HART trains on a hybrid tokenizer's ids and residuals; {self.cfg.tokenizer} "
                               f"holds a {self.tok.config.quantizer.kind} tokenizer")
 
