@@ -249,3 +249,33 @@ def test_incompatible_tokenizer_and_bad_arguments_are_named():
         generate(gen, tok, labels, cfg_scale=1.0, dtype="fp8")
     with pytest.raises(ValueError, match="temperature must be positive"):
         generate(gen, tok, labels, cfg_scale=1.0, temperature=0)
+
+
+def test_a_prefix_of_real_ids_is_kept_and_the_rest_continues_it_consistently():
+    tok, gen = tiny_pair()
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    real = tok.tokenize(images)
+    labels = torch.tensor([0, 3, 9])
+    out = generate(gen, tok, labels, cfg_scale=2.0, prefix=real[:2], generator=torch.Generator().manual_seed(1),
+                   return_logits=True)
+    assert torch.equal(out.ids[0], real[0]) and torch.equal(out.ids[1], real[1])
+    # the cached logits are those of teacher forcing on the forced-then-sampled ids
+    expected = guided_teacher_logits(gen, tok, out.ids, labels, 2.0)
+    assert torch.allclose(torch.cat(out.logits, 1), expected, atol=1e-4, rtol=1e-4)
+    whole = generate(gen, tok, labels, cfg_scale=2.0, prefix=real)  # every block given: the tokenizer's decoding
+    assert all(torch.equal(a, b) for a, b in zip(whole.ids, real))
+    assert torch.allclose(whole.images, tok.detokenize(real), atol=1e-5)
+    with pytest.raises(ValueError, match="prefix block 1 has shape"):
+        generate(gen, tok, labels, cfg_scale=2.0, prefix=[real[0], real[2]])
+    with pytest.raises(ValueError, match="outside"):
+        generate(gen, tok, labels, cfg_scale=2.0, prefix=[real[0] + 10 ** 4])
+    with pytest.raises(ValueError, match="gives 4 blocks"):
+        generate(gen, tok, labels, cfg_scale=2.0, prefix=[*real, real[0]])
+
+
+def test_hart_refuses_a_prefix():
+    from artok.pipeline import build_hart
+
+    tok, model = artok.build_tokenizer("tiny-hart-tokenizer").eval(), build_hart("tiny-hart-c2i").eval()
+    with pytest.raises(ValueError, match="option of the VAR loop"):
+        generate(model, tok, torch.tensor([1]), cfg_scale=1.0, prefix=[torch.zeros(1, 1, dtype=torch.long)])

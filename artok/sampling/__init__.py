@@ -29,7 +29,9 @@ def _var(model, tok, labels, *, hart_options: dict, **options) -> GenerationOutp
     return generate_var(model, tok, labels, **options)
 
 
-def _hart(model, tok, labels, *, cfg_schedule: str, hart_options: dict, **options) -> HartGenerationOutput:
+def _hart(model, tok, labels, *, cfg_schedule: str, prefix, hart_options: dict, **options) -> HartGenerationOutput:
+    if prefix is not None:
+        raise ValueError("prefix (teacher-forced first blocks) is an option of the VAR loop; HART samples every scale")
     if cfg_schedule != "linear":
         raise ValueError(f"HART guides with its own linear schedule; cfg_schedule '{cfg_schedule}' does not apply")
     return generate_hart(model, tok, labels, **options, **hart_options)
@@ -46,7 +48,7 @@ GENERATORS: dict[str, Callable[..., GenerationOutput]] = {
 def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: float = 0.0,
              generator: torch.Generator | None = None, temperature: float = 1.0, cfg_schedule: str = "linear",
              more_smooth: bool = False, dtype: torch.dtype | str | None = None, decode: bool = True,
-             return_logits: bool = False, **hart_options) -> GenerationOutput:
+             return_logits: bool = False, prefix: list[torch.Tensor] | None = None, **hart_options) -> GenerationOutput:
     """Sample token ids block by block with a KV cache and decode them, with the loop of the model's type.
 
     A ``Generator`` (and any model without a ``model_type``) goes to ``artok.sampling.var.generate_var``; a
@@ -67,6 +69,7 @@ def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: flo
         more_smooth: VAR's Gumbel soft codes for the next input and the latent (ids are still sampled).
         dtype: float32, bfloat16 or float16; the transformer and decoder run under autocast in that dtype;
             guidance and sampling are always float32.
+        prefix: VAR only: ids of the first blocks, taken instead of sampled (``generate_var``).
     """
     kind = getattr(model, "model_type", Generator.model_type)  # duck-typed generators sample as VAR
     if kind not in GENERATORS:
@@ -74,4 +77,4 @@ def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: flo
                         f"{type(model).__name__} (model_type '{kind}')")
     return GENERATORS[kind](model, tok, labels, cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, generator=generator,
                             temperature=temperature, cfg_schedule=cfg_schedule, more_smooth=more_smooth, dtype=dtype,
-                            decode=decode, return_logits=return_logits, hart_options=hart_options)
+                            decode=decode, return_logits=return_logits, prefix=prefix, hart_options=hart_options)

@@ -1,7 +1,7 @@
 """Research probe behind the README's quickstart generator table: the quickstart's generator on the tokens a
 tokenizer probe wrote (``--run``), for ``--seconds``, then class accuracy under the probe's classifier for each
 sampler setting of ``--sweep`` (cfg:top_k[:temperature[:schedule]]). GAMMA=x in the environment initialises the
-AdaLN gates at x instead of 1e-5. The runs quoted in the README (all on runs/qs/t2):
+AdaLN gates at x instead of 1e-5. The runs quoted in the README (on runs/qs/t2 unless --run says otherwise):
 
     python benchmarks/research/quickstart_generator_probe.py --run runs/qs/t2 --out runs/qs/g1 --seconds 240 --per-class 30
     GAMMA=0.5 python benchmarks/research/quickstart_generator_probe.py --run runs/qs/t2 --out runs/qs/g2 --seconds 240 --sweep 3:0 --per-class 20
@@ -9,6 +9,12 @@ AdaLN gates at x instead of 1e-5. The runs quoted in the README (all on runs/qs/
     python benchmarks/research/quickstart_generator_probe.py --run runs/qs/t2 --out runs/qs/g4 --seconds 240 --lr 6e-3 --sweep 3:0 --per-class 20
     ... --out runs/qs/g5 --lr 1e-2;  --out runs/qs/g6 --lr 6e-3 --batch 16;  --out runs/qs/g8 --lr 6e-3 --gen '{"embed_dim":96}'
     ... --run runs/qs/t4 --out runs/qs/g7 --lr 6e-3 --gen '{"codebook_size":128}'
+    ... --run runs/qs/tB --out runs/qs/gB --lr 6e-3 --sweep 3:0 --per-class 20 \
+        --train '{"max_minutes": null, "schedule_over": "steps", "max_steps": 726}'
+    ... --out runs/qs/g9 --seconds 240 --lr 6e-3 --gen '{"embed_dim":64,"num_heads":2}' --sweep 3:0 --per-class 20
+    ... --out runs/qs/g10 --seconds 240 --lr 1e-2 --gen '{"embed_dim":96}' --sweep 3:0 --per-class 20
+    ... --run runs/qs/tD --out runs/qs/gD --seconds 240 --lr 6e-3 --gen '{"embed_dim":96,"scales":[1,2,3,4,6,8]}' \
+        --sweep 3:0 --per-class 20
 """
 
 import argparse, json, sys, time

@@ -4,6 +4,10 @@ runs/qs/clf16.pt) on the reconstructions after each prefix of scales. The runs q
 
     python benchmarks/research/quickstart_tokenizer_probe.py --out runs/qs/t2            # shapes with the 2 px bound
     python benchmarks/research/quickstart_tokenizer_probe.py --out runs/qs/t4 --tok '{"quantizer":{"codebook_size":128}}'
+    python benchmarks/research/quickstart_tokenizer_probe.py --out runs/qs/tB \
+        --tok '{"quantizer":{"scale_norm":true,"prefix_dropout":0.2}}' \
+        --train '{"max_minutes": null, "schedule_over": "steps", "max_steps": 1128}'
+    python benchmarks/research/quickstart_tokenizer_probe.py --out runs/qs/tD --tok '{"quantizer":{"scales":[1,2,3,4,6,8]}}'
 
 (the old-shapes row scored the tokenizer of an `artok quickstart --minutes 10` run of commit 4bea469 the same way).
 """
