@@ -273,9 +273,12 @@ def test_a_prefix_of_real_ids_is_kept_and_the_rest_continues_it_consistently():
         generate(gen, tok, labels, cfg_scale=2.0, prefix=[*real, real[0]])
 
 
-def test_hart_refuses_a_prefix():
+def test_hart_keeps_a_prefix_too():
     from artok.pipeline import build_hart
 
     tok, model = artok.build_tokenizer("tiny-hart-tokenizer").eval(), build_hart("tiny-hart-c2i").eval()
-    with pytest.raises(ValueError, match="option of the VAR loop"):
-        generate(model, tok, torch.tensor([1]), cfg_scale=1.0, prefix=[torch.zeros(1, 1, dtype=torch.long)])
+    real = tok.tokenize(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1)
+    out = generate(model, tok, torch.tensor([1, 2]), cfg_scale=1.0, prefix=real[:2])
+    assert torch.equal(out.ids[0], real[0]) and torch.equal(out.ids[1], real[1])
+    with pytest.raises(ValueError, match="not both"):
+        generate(model, tok, torch.tensor([1, 2]), cfg_scale=1.0, prefix=real[:1], forced=object())

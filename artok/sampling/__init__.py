@@ -13,12 +13,14 @@ import torch
 
 from artok.models.hart import HartTransformer
 from artok.models.transformer import Generator
+from artok.sampling.edit import edit_forcing
+from artok.sampling.forcing import Forced
 from artok.sampling.hart import HartGenerationOutput, check_hart_compatible, generate_hart
 from artok.sampling.logits import (CFG_SCHEDULES, DTYPES, GenerationOutput, filter_logits, guidance_strength,
                                    gumbel_soft_assignment, resolve_dtype, sample_ids)
 from artok.sampling.var import check_compatible, generate_var
 
-__all__ = ["CFG_SCHEDULES", "DTYPES", "GENERATORS", "GenerationOutput", "HartGenerationOutput", "check_compatible",
+__all__ = ["CFG_SCHEDULES", "DTYPES", "Forced", "GENERATORS", "GenerationOutput", "edit", "HartGenerationOutput", "check_compatible",
            "check_hart_compatible", "filter_logits", "generate", "generate_hart", "generate_var", "guidance_strength",
            "gumbel_soft_assignment", "resolve_dtype", "sample_ids"]
 
@@ -29,12 +31,14 @@ def _var(model, tok, labels, *, hart_options: dict, **options) -> GenerationOutp
     return generate_var(model, tok, labels, **options)
 
 
-def _hart(model, tok, labels, *, cfg_schedule: str, prefix, hart_options: dict, **options) -> HartGenerationOutput:
-    if prefix is not None:
-        raise ValueError("prefix (teacher-forced first blocks) is an option of the VAR loop; HART samples every scale")
+def _hart(model, tok, labels, *, cfg_schedule: str, prefix, forced, hart_options: dict,
+          **options) -> HartGenerationOutput:
+    if prefix is not None and forced is not None:
+        raise ValueError("give prefix or forced, not both")
     if cfg_schedule != "linear":
         raise ValueError(f"HART guides with its own linear schedule; cfg_schedule '{cfg_schedule}' does not apply")
-    return generate_hart(model, tok, labels, **options, **hart_options)
+    forced = Forced.prefix(prefix) if prefix is not None else forced
+    return generate_hart(model, tok, labels, forced=forced, **options, **hart_options)
 
 
 # model_type → the loop that samples it (called with generate()'s keyword arguments)
@@ -48,7 +52,8 @@ GENERATORS: dict[str, Callable[..., GenerationOutput]] = {
 def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: float = 0.0,
              generator: torch.Generator | None = None, temperature: float = 1.0, cfg_schedule: str = "linear",
              more_smooth: bool = False, dtype: torch.dtype | str | None = None, decode: bool = True,
-             return_logits: bool = False, prefix: list[torch.Tensor] | None = None, **hart_options) -> GenerationOutput:
+             return_logits: bool = False, prefix: list[torch.Tensor] | None = None, forced: Forced | None = None,
+             **hart_options) -> GenerationOutput:
     """Sample token ids block by block with a KV cache and decode them, with the loop of the model's type.
 
     A ``Generator`` (and any model without a ``model_type``) goes to ``artok.sampling.var.generate_var``; a
@@ -69,7 +74,8 @@ def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: flo
         more_smooth: VAR's Gumbel soft codes for the next input and the latent (ids are still sampled).
         dtype: float32, bfloat16 or float16; the transformer and decoder run under autocast in that dtype;
             guidance and sampling are always float32.
-        prefix: VAR only: ids of the first blocks, taken instead of sampled (``generate_var``).
+        prefix: ids of the first blocks, taken instead of sampled; forced: a ``Forced`` (per-token forcing,
+            what ``edit`` uses).
     """
     kind = getattr(model, "model_type", Generator.model_type)  # duck-typed generators sample as VAR
     if kind not in GENERATORS:
@@ -77,4 +83,14 @@ def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: flo
                         f"{type(model).__name__} (model_type '{kind}')")
     return GENERATORS[kind](model, tok, labels, cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, generator=generator,
                             temperature=temperature, cfg_schedule=cfg_schedule, more_smooth=more_smooth, dtype=dtype,
-                            decode=decode, return_logits=return_logits, prefix=prefix, hart_options=hart_options)
+                            decode=decode, return_logits=return_logits, prefix=prefix, forced=forced,
+                            hart_options=hart_options)
+
+
+def edit(model, tok, images: torch.Tensor, mask: torch.Tensor, labels, *, cfg_scale: float, **options) -> GenerationOutput:
+    """Zero-shot in-/out-painting and class-conditional edits: the white (1) pixels of ``mask`` are generated
+    under ``labels``, the black (0) ones kept from ``images`` (B, 3, H, W) in [-1, 1], teacher-forced at every
+    scale (``artok.sampling.edit``'s module says which tokens). ``mask``: (H, W), (B, H, W) or (B, 1, H, W),
+    binary. ``options`` are ``generate``'s (top_k, top_p, generator, ...). An all-black mask returns the
+    input's ids; an all-white one is ordinary sampling with the same seed."""
+    return generate(model, tok, labels, cfg_scale=cfg_scale, forced=edit_forcing(tok, images, mask), **options)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from einops import rearrange
 
+from artok.sampling.forcing import Forced
 from artok.sampling.logits import (GenerationOutput, autocast, check_filtering, filter_logits, gumbel_soft_assignment,
                                    resolve_dtype, sample_ids)
 
@@ -54,7 +55,7 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
                   diffusion_temperature: float = 1.0,
                   diffusion_noise: tuple[torch.Tensor, torch.Tensor] | None = None, more_smooth: bool = False,
                   dtype: torch.dtype | str | None = None, decode: bool = True,
-                  return_logits: bool = False) -> HartGenerationOutput:
+                  return_logits: bool = False, forced: Forced | None = None) -> HartGenerationOutput:
     """Sample HART ids scale by scale with a KV cache, then the residual, and decode the hybrid latent.
 
     Args:
@@ -68,6 +69,8 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
         diffusion_noise: (initial, per_step) noise for the head, see ``DiffusionHead.sample``.
         more_smooth: Gumbel soft codes in the latent (VAR's option, kept by HART); the diffusion condition
             still uses the sampled codes.
+        forced: ids and residual to take from a reference instead of sampling (``Forced``; built by
+            ``artok.sampling.edit``).
     """
     check_hart_compatible(model, tok)
     check_filtering(top_k, top_p)
@@ -97,6 +100,7 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
             positions = torch.cat([positions.to(device), null_positions])
         cond = model.embed_condition(context, context_mask=mask, context_position_ids=positions)
     code_table = tok.indices_to_codes(torch.arange(tok.codebook_size, device=device)) if more_smooth else None
+    forced = (forced or Forced(ids=[], keep=[])).check([pn * pn for pn in scales], B, tok.codebook_size)
 
     def guide(logits: torch.Tensor, t: float) -> torch.Tensor:
         return (1 + t) * logits[:B] - t * logits[B:] if guided else logits
@@ -115,6 +119,7 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
         if return_logits:
             all_logits.append(logits)
         filtered, block_ids = pick(logits)
+        block_ids = forced.apply(si, block_ids)
         ids.append(block_ids)
         codes = gumbel_soft_assignment(filtered, si / (K - 1), generator=generator) @ code_table if more_smooth else None
         f_hat, nxt = tok.autoregressive_step(si, f_hat, block_ids, codes=codes)
@@ -128,6 +133,7 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
     if return_logits:
         all_logits.append(logits)
     filtered, last_ids = pick(logits)
+    last_ids = forced.apply(K - 1, last_ids)
     ids.append(last_ids)
     sampled_codes = tok.indices_to_codes(last_ids)  # (B, l, C): the cond ids' codes for both halves
     with mixed:
@@ -137,7 +143,7 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
     residual = head.sample(z, cfg_scale=t, temperature=diffusion_temperature, noise=diffusion_noise,
                            guided=None if guided else False, generator=generator)[: B * last_ids.shape[1]]
     H = scales[-1]
-    residual = rearrange(residual, "(b h w) c -> b c h w", b=B, h=H, w=H)
+    residual = forced.apply_residual(rearrange(residual, "(b h w) c -> b c h w", b=B, h=H, w=H))
     codes = gumbel_soft_assignment(filtered, (K - 2) / (K - 1), generator=generator) @ code_table if more_smooth else None
     f_hat, _ = tok.autoregressive_step(K - 1, f_hat, last_ids, codes=codes, residual=residual)
     images = None

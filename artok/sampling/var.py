@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from artok.sampling.forcing import Forced
 from artok.sampling.logits import (CFG_SCHEDULES, GenerationOutput, autocast, check_filtering, filter_logits,
                                    guidance_strength, gumbel_soft_assignment, resolve_dtype, sample_ids)
 
@@ -37,25 +38,11 @@ def check_compatible(model, tok) -> None:
 
 
 @torch.no_grad()
-def check_prefix(prefix, block_sizes, batch: int, codebook_size: int) -> list[torch.Tensor]:
-    """The forced first blocks as a list (empty for None), each checked against its block's shape."""
-    if prefix is None:
-        return []
-    prefix = list(prefix)
-    if len(prefix) > len(block_sizes):
-        raise ValueError(f"prefix gives {len(prefix)} blocks; the generator has {len(block_sizes)}")
-    for k, ids in enumerate(prefix):
-        if tuple(ids.shape) != (batch, block_sizes[k]):
-            raise ValueError(f"prefix block {k} has shape {tuple(ids.shape)}, expected ({batch}, {block_sizes[k]})")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= codebook_size):
-            raise ValueError(f"prefix block {k} has ids outside [0, {codebook_size - 1}]")
-    return prefix
-
-
 def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: float = 0.0,
                  generator: torch.Generator | None = None, temperature: float = 1.0, cfg_schedule: str = "linear",
                  more_smooth: bool = False, dtype: torch.dtype | str | None = None, decode: bool = True,
-                 return_logits: bool = False, prefix: list[torch.Tensor] | None = None) -> GenerationOutput:
+                 return_logits: bool = False, prefix: list[torch.Tensor] | None = None,
+                 forced: Forced | None = None) -> GenerationOutput:
     """Sample token ids block by block with a KV cache and decode them.
 
     Args:
@@ -71,6 +58,8 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
             guidance and sampling are always float32.
         prefix: ids (B, n_k) of the first blocks, taken instead of sampled (e.g. ``tok.tokenize(images)[:2]``:
             the coarse scales of real images, the rest generated); None samples every block.
+        forced: which ids to take from a reference instead of sampling, per block and token (``Forced``;
+            ``artok.sampling.edit`` builds it from a mask); not together with ``prefix``.
     """
     check_compatible(model, tok)
     if cfg_schedule not in CFG_SCHEDULES:
@@ -81,7 +70,10 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
     dtype = resolve_dtype(dtype)
     labels = model.check_labels(labels)
     B, device = labels.shape[0], labels.device
-    prefix = check_prefix(prefix, model.block_sizes, B, tok.codebook_size)
+    if prefix is not None and forced is not None:
+        raise ValueError("give prefix or forced, not both")
+    forced = Forced.prefix(prefix) if prefix is not None else forced or Forced(ids=[], keep=[])
+    forced.check(model.block_sizes, B, tok.codebook_size)
     guided = cfg_scale != 0
     mixed = autocast(device, dtype)
 
@@ -107,10 +99,7 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
         if temperature != 1.0:
             logits = logits / temperature
         logits = filter_logits(logits, top_k=top_k, top_p=top_p)
-        if k < len(prefix):
-            block_ids = prefix[k].to(device)
-        else:
-            block_ids = sample_ids(logits, generator=generator, greedy=top_k == 1)  # (B, l)
+        block_ids = forced.apply(k, sample_ids(logits, generator=generator, greedy=top_k == 1))  # (B, l)
         ids.append(block_ids)
         if more_smooth:
             codes = gumbel_soft_assignment(logits, ratio, generator=generator) @ code_table  # (B, l, C)

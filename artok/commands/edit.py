@@ -1,0 +1,109 @@
+"""``artok edit``: zero-shot in-painting, out-painting and class-conditional edits with an artok pipeline (VAR or
+class-conditional HART): the mask's white pixels are generated under ``--class``, the rest is kept from the
+input image, teacher-forced at every scale (``artok.sampling.edit``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from artok.commands.sample import add_sampling_arguments, default_device
+from artok.pipeline import load_pipeline
+from artok.sampling import edit
+from artok.sampling.to_disk import check_out_dir, prepare_out_dir, to_uint8
+
+EDIT_NAME = "edit_{:04d}.png"
+
+
+def read_image(path: str | Path, size: int, *, resize: bool) -> torch.Tensor:
+    """(1, 3, size, size) in [-1, 1]; a PNG of another size is an error unless ``resize``."""
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    if image.size != (size, size):
+        if not resize:
+            raise ValueError(f"{path} is {image.size[0]}x{image.size[1]} pixels; the pipeline's tokenizer takes "
+                             f"{size}x{size} (pass --resize to resize it)")
+        image = image.resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def read_mask(path: str | Path, size: int, *, resize: bool) -> torch.Tensor:
+    """(size, size) in {0, 1} from a black-and-white PNG (white: generate). Grey pixels are an error."""
+    from PIL import Image
+
+    mask = Image.open(path)
+    if mask.mode not in ("1", "L", "LA", "RGB", "RGBA", "P"):
+        raise ValueError(f"{path}: unsupported mask mode {mask.mode}")
+    mask = mask.convert("L")
+    if mask.size != (size, size):
+        if not resize:
+            raise ValueError(f"{path} is {mask.size[0]}x{mask.size[1]} pixels; the images are {size}x{size} "
+                             "(pass --resize to resize it)")
+        mask = mask.resize((size, size), Image.NEAREST)
+    values = np.asarray(mask)
+    if not np.isin(values, (0, 255)).all():
+        raise ValueError(f"{path} has grey pixels; a mask holds only black (0: keep) and white (255: generate)")
+    return torch.from_numpy(values == 255).float()
+
+
+def write_strip(out: Path, image: torch.Tensor, mask: torch.Tensor, edits: np.ndarray) -> Path:
+    """grid.png: the input, the mask, then every edit, in one row."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    tiles = [torch.from_numpy(to_uint8(image)[0]), (mask[..., None].repeat(1, 1, 3) * 255).to(torch.uint8),
+             *[torch.from_numpy(e) for e in edits]]
+    grid = make_grid(torch.stack(tiles).permute(0, 3, 1, 2), nrow=len(tiles), padding=2, pad_value=255)
+    path = out / "grid.png"
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    return path
+
+
+def run(args) -> int:
+    if args.prompt is not None:
+        raise ValueError("--prompt needs a text-conditioned HART pipeline and its text encoder, which artok sample and "
+                         "edit do not drive yet; edit class-conditional pipelines with --class")
+    device = default_device(args.device)
+    check_out_dir(args.out, args.overwrite)
+    tok, gen = load_pipeline(args.checkpoint, device)
+    if not 0 <= args.class_id < gen.num_classes:
+        raise ValueError(f"--class {args.class_id}: the generator has classes 0..{gen.num_classes - 1}")
+    size = tok.config.image_size
+    image = read_image(args.image, size, resize=args.resize).to(device)
+    mask = read_mask(args.mask, size, resize=args.resize).to(device)
+    out = prepare_out_dir(args.out, args.overwrite)
+    edits = []
+    for start in range(0, args.num, args.batch_size):
+        n = min(args.batch_size, args.num - start)
+        result = edit(gen, tok, image.expand(n, -1, -1, -1), mask, torch.full((n,), args.class_id, device=device),
+                      cfg_scale=args.cfg, cfg_schedule=args.cfg_schedule, top_k=args.top_k, top_p=args.top_p,
+                      temperature=args.temperature, more_smooth=args.more_smooth, dtype=args.dtype,
+                      generator=torch.Generator().manual_seed(args.seed + start))
+        edits.extend(to_uint8(result.images))
+    from PIL import Image
+
+    for i, array in enumerate(edits):
+        Image.fromarray(array).save(out / EDIT_NAME.format(i))
+    grid = write_strip(out, image.cpu(), mask.cpu(), np.stack(edits))
+    print(f"wrote {len(edits)} edits of {args.image} (class {args.class_id}) to {out}; {grid.name}: input, mask, edits")
+    return 0
+
+
+def register(sub, formatter_class) -> None:
+    p = sub.add_parser("edit", help="in-paint / out-paint an image with an artok pipeline under a class",
+                       description=__doc__, formatter_class=formatter_class,
+                       epilog="example:\n  artok edit artok-quickstart/pipeline --image shape.png --mask centre.png "
+                              "--class 3 --num 8 --cfg 3 --top-k 0 --top-p 0 --out edits")
+    p.add_argument("checkpoint", help="artok pipeline directory (tokenizer/ + generator/)")
+    p.add_argument("--image", required=True, help="the input image (PNG/JPEG) at the tokenizer's size")
+    p.add_argument("--mask", required=True, help="black-and-white PNG of the same size: white pixels are generated")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--class", dest="class_id", type=int, help="class id to generate the white region under")
+    which.add_argument("--prompt", help="text prompt (text-conditioned HART; not supported yet)")
+    p.add_argument("--num", type=int, default=4, help="how many edits (seeds --seed, --seed + 1, ...)")
+    p.add_argument("--resize", action="store_true", help="resize image and mask to the tokenizer's size")
+    p.add_argument("--out", required=True, help="output directory: edit_0000.png, ... and grid.png")
+    add_sampling_arguments(p)
+    p.set_defaults(func=run)
