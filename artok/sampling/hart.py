@@ -19,7 +19,7 @@ from einops import rearrange
 
 from artok.sampling.forcing import Forced
 from artok.sampling.logits import (GenerationOutput, autocast, check_filtering, filter_logits, gumbel_soft_assignment,
-                                   resolve_dtype, sample_ids)
+                                   resolve_dtype, sample_ids, shape_problems)
 
 
 @dataclass
@@ -38,12 +38,7 @@ def check_hart_compatible(model, tok) -> None:
     if not tok.is_hybrid:
         problems.append(f"the tokenizer is a {type(tok).__name__} with a '{tok.config.quantizer.kind}' quantizer; "
                         "HART needs a hybrid tokenizer (quantizer.kind 'hybrid')")
-    if cfg.codebook_size != tok.codebook_size:
-        problems.append(f"codebook size: generator {cfg.codebook_size}, tokenizer {tok.codebook_size}")
-    if cfg.latent_channels != tok.latent_channels:
-        problems.append(f"latent channels: generator {cfg.latent_channels}, tokenizer {tok.latent_channels}")
-    if tuple(cfg.scales) != tuple(tok.scales):
-        problems.append(f"scales: generator {tuple(cfg.scales)}, tokenizer {tuple(tok.scales)}")
+    problems += shape_problems(cfg, tok)
     if problems:
         raise ValueError("the tokenizer and the HART transformer disagree: " + "; ".join(problems))
 

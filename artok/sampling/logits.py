@@ -114,3 +114,16 @@ def gumbel_soft_assignment(logits: torch.Tensor, ratio: float, *, generator: tor
     exp = _on(generator, torch.empty_like(logits)).exponential_(generator=generator)
     gumbels = -exp.log().to(logits.device)
     return ((logits * (1 + ratio) + gumbels) / tau).softmax(dim=-1)
+
+
+def shape_problems(cfg, tok) -> list[str]:
+    """What a generator config (VAR or HART) and a tokenizer disagree on: codebook size, latent channels,
+    scales (for the error messages of ``check_compatible`` and ``check_hart_compatible``)."""
+    problems = []
+    if cfg.codebook_size != tok.codebook_size:
+        problems.append(f"codebook size: generator {cfg.codebook_size}, tokenizer {tok.codebook_size}")
+    if cfg.latent_channels != tok.latent_channels:
+        problems.append(f"latent channels: generator {cfg.latent_channels}, tokenizer {tok.latent_channels}")
+    if tuple(cfg.scales) != tuple(tok.scales):
+        problems.append(f"scales: generator {tuple(cfg.scales)}, tokenizer {tuple(tok.scales)}")
+    return problems

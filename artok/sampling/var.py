@@ -15,21 +15,16 @@ import torch
 
 from artok.sampling.forcing import Forced
 from artok.sampling.logits import (CFG_SCHEDULES, GenerationOutput, autocast, check_filtering, filter_logits,
-                                   guidance_strength, gumbel_soft_assignment, resolve_dtype, sample_ids)
+                                   guidance_strength, gumbel_soft_assignment, resolve_dtype, sample_ids,
+                                   shape_problems)
 
 
 def check_compatible(model, tok) -> None:
     """Raise ValueError when a generator and a tokenizer cannot work together (codebook size, latent
     channels, scales, block structure), naming every disagreement."""
     cfg = model.config
-    problems = []
-    if cfg.codebook_size != tok.codebook_size:
-        problems.append(f"codebook size: generator {cfg.codebook_size}, tokenizer {tok.codebook_size}")
-    if cfg.latent_channels != tok.latent_channels:
-        problems.append(f"latent channels: generator {cfg.latent_channels}, tokenizer {tok.latent_channels}")
-    if tuple(cfg.scales) != tuple(tok.scales):
-        problems.append(f"scales: generator {tuple(cfg.scales)}, tokenizer {tuple(tok.scales)}")
-    elif list(cfg.block_sizes) != list(tok.block_sizes):
+    problems = shape_problems(cfg, tok)
+    if tuple(cfg.scales) == tuple(tok.scales) and list(cfg.block_sizes) != list(tok.block_sizes):
         unit = {"scale": "one scale", "token": "one token"}[cfg.block_unit]
         problems.append(f"steps: the generator predicts {unit} per step ({len(cfg.block_sizes)} steps), the "
                         f"tokenizer takes {len(tok.block_sizes)} steps of {sorted(set(tok.block_sizes))} tokens")
