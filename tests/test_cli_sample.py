@@ -111,9 +111,10 @@ def test_accelerate_launch_on_two_processes_writes_the_same_files(pipeline, tmp_
     single = tmp_path / "single"
     subprocess.run([sys.executable, "-m", "artok.cli", "sample", str(pipeline), *args, "--out", str(single)],
                    check=True, env=env)
-    multi = tmp_path / "multi"
-    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                    str(ROOT / "sample" / "sample.py"), str(pipeline), *args, "--out", str(multi)], check=True, env=env)
-    with np.load(single / "samples.npz") as a, np.load(multi / "samples.npz") as b:
-        assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["labels"], b["labels"])
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    for name, entry in (("script", [str(ROOT / "sample" / "sample.py")]), ("cli", ["-m", "artok.cli", "sample"])):
+        multi = tmp_path / name  # the entry script and the CLI itself, under accelerate launch
+        subprocess.run([*launch, *entry, str(pipeline), *args, "--out", str(multi)], check=True, env=env)
+        with np.load(single / "samples.npz") as a, np.load(multi / "samples.npz") as b:
+            assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["labels"], b["labels"])

@@ -120,18 +120,31 @@ def default_device(name: str | None) -> torch.device:
 
 
 def run(args) -> int:
-    device = default_device(args.device)
-    check_out_dir(args.out, args.overwrite)  # before the (slow) load
+    """One process, or each of the processes of ``accelerate launch`` (``sample/sample.py``): batch b goes to
+    process b mod P and is drawn with seed ``seed + b``, so the files do not depend on the number of
+    processes; the main process then writes the grid and the npz."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=args.device == "cpu")
+    device = default_device(args.device) if state.num_processes == 1 else state.device
+    check_out_dir(args.out, args.overwrite)  # before the (slow) load, on every process
     tok, gen = load_pipeline(args.checkpoint, device)
     labels = plan_labels(args.classes, args.per_class, gen.num_classes)
     jobs = batches(labels, args.batch_size)
-    out = prepare_out_dir(args.out, args.overwrite)
+    mine = jobs[state.process_index::state.num_processes]
+    if state.is_main_process:
+        prepare_out_dir(args.out, args.overwrite)
+    state.wait_for_everyone()
+    out = Path(args.out)
     t0 = time.perf_counter()
-    n = sample_jobs(tok, gen, jobs, args, device, out=out)
+    n = sample_jobs(tok, gen, mine, args, device, out=out, progress=state.is_main_process)
     seconds = time.perf_counter() - t0
-    written = finish(out, npz=args.npz)
-    print(f"wrote {n} samples to {out} ({n / seconds:.2f} images/s on {device}, {args.dtype}); "
-          + ", ".join(p.name for p in written))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        written = finish(out, npz=args.npz)
+        print(f"wrote {len(labels)} samples to {out} with {state.num_processes} process(es) (main process: "
+              f"{n / seconds:.2f} images/s on {device}, {args.dtype}); " + ", ".join(p.name for p in written))
+    state.wait_for_everyone()
     return 0
 
 
