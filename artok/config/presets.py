@@ -284,11 +284,8 @@ def _tiny_var_stvit() -> TokenizerConfig:
 @tokenizer_preset("hart-tokenizer-1024")
 def _hart_tokenizer_1024() -> TokenizerConfig:
     """HART's hybrid tokenizer at 1024 px: VAR's body (ch 160, C=32, V=4096) on 14 scales plus the residual."""
-    return TokenizerConfig(
-        image_size=1024, latent_channels=32,
-        encoder=ConvEncoderConfig(ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2),
-        quantizer=QuantizerConfig(kind="hybrid", codebook_size=4096, scales=HART_SCALES_1024),
-    )
+    var = _var_vqvae_f16()
+    return var.replace(image_size=1024, quantizer=var.quantizer.replace(kind="hybrid", scales=HART_SCALES_1024))
 
 
 @tokenizer_preset("tiny-hart-tokenizer")
