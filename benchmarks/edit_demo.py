@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from artok.commands.edit import edit_tiles
 from artok.data import ProceduralShapes
+from artok.data.transforms import pil_to_tensor
 from artok.data.builtin import PROCEDURAL_CLASSES
 from artok.pipeline import load_pipeline
 from artok.sampling import edit
@@ -34,15 +36,13 @@ mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1  # the centre half
 tiles = []
 for c in a.classes:
     image, label = next(shapes[i] for i in range(len(shapes)) if shapes[i][1] == c)
-    x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    x = pil_to_tensor(image)[None]
     n = a.per_row
     own = edit(gen, tok, x.expand(n, -1, -1, -1), mask, torch.full((n,), c), cfg_scale=a.cfg,
                generator=torch.Generator().manual_seed(0)).images
     other = edit(gen, tok, x.expand(n, -1, -1, -1), mask, torch.full((n,), a.other), cfg_scale=a.cfg,
                  generator=torch.Generator().manual_seed(0)).images
-    row = [to_uint8(x)[0], (mask[..., None].repeat(1, 1, 3) * 255).to(torch.uint8).numpy(),
-           *to_uint8(own), *to_uint8(other)]
-    tiles.extend(torch.from_numpy(np.ascontiguousarray(t)) for t in row)
+    tiles.extend(edit_tiles(x, mask, np.concatenate([to_uint8(own), to_uint8(other)])))
 grid = make_grid(torch.stack(tiles).permute(0, 3, 1, 2), nrow=2 + 2 * a.per_row, padding=1, pad_value=255)
 img = Image.fromarray(grid.permute(1, 2, 0).numpy())
 img = img.resize((img.width * a.zoom, img.height * a.zoom), Image.NEAREST)

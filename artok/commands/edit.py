@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from artok.commands.sample import add_sampling_arguments, default_device
+from artok.data.images import load_image
+from artok.data.transforms import pil_to_tensor
 from artok.pipeline import load_pipeline
 from artok.sampling import edit
 from artok.sampling.to_disk import check_out_dir, prepare_out_dir, to_uint8
@@ -17,16 +19,17 @@ EDIT_NAME = "edit_{:04d}.png"
 
 
 def read_image(path: str | Path, size: int, *, resize: bool) -> torch.Tensor:
-    """(1, 3, size, size) in [-1, 1]; a PNG of another size is an error unless ``resize``."""
+    """(1, 3, size, size) in [-1, 1], decoded as training data is (``load_image``); an image of another size is
+    an error unless ``resize``."""
     from PIL import Image
 
-    image = Image.open(path).convert("RGB")
+    image = load_image(path)
     if image.size != (size, size):
         if not resize:
             raise ValueError(f"{path} is {image.size[0]}x{image.size[1]} pixels; the pipeline's tokenizer takes "
                              f"{size}x{size} (pass --resize to resize it)")
         image = image.resize((size, size), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return pil_to_tensor(image)[None]
 
 
 def read_mask(path: str | Path, size: int, *, resize: bool) -> torch.Tensor:
@@ -48,13 +51,19 @@ def read_mask(path: str | Path, size: int, *, resize: bool) -> torch.Tensor:
     return torch.from_numpy(values == 255).float()
 
 
+def edit_tiles(image: torch.Tensor, mask: torch.Tensor, edits: np.ndarray) -> list[torch.Tensor]:
+    """(H, W, 3) uint8 tiles of one row: the input (1, 3, H, W) in [-1, 1], the mask (H, W) in {0, 1}, then
+    every edit (N, H, W, 3) uint8."""
+    return [torch.from_numpy(to_uint8(image)[0]), (mask[..., None].repeat(1, 1, 3) * 255).to(torch.uint8),
+            *[torch.from_numpy(np.ascontiguousarray(e)) for e in edits]]
+
+
 def write_strip(out: Path, image: torch.Tensor, mask: torch.Tensor, edits: np.ndarray) -> Path:
     """grid.png: the input, the mask, then every edit, in one row."""
     from PIL import Image
     from torchvision.utils import make_grid
 
-    tiles = [torch.from_numpy(to_uint8(image)[0]), (mask[..., None].repeat(1, 1, 3) * 255).to(torch.uint8),
-             *[torch.from_numpy(e) for e in edits]]
+    tiles = edit_tiles(image, mask, edits)
     grid = make_grid(torch.stack(tiles).permute(0, 3, 1, 2), nrow=len(tiles), padding=2, pad_value=255)
     path = out / "grid.png"
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)

@@ -285,29 +285,24 @@ class MultiScaleResidualQuantizer(nn.Module):
                     if assigned is not None:
                         weighted = z.detach() if self.scale_weights is None else z.detach() * self.scale_weights[si]
                         assigned.index_add_(0, idx, weighted)
+                codes = None
                 if per_scale:
                     e = self.codebook(idx)
                     commitment = commitment + F.mse_loss(z, e.detach()) * self.beta
                     codebook = codebook + F.mse_loss(e, z.detach())
-                    z_st = z + (e - z).detach()  # the code's value, the input's gradient
-                    idx = idx.view(f.shape[0], pn * pn)
-                    h = self._code_map(idx, si, H, codes=z_st.view(f.shape[0], pn * pn, -1))
-                    f_hat = f_hat + h
-                    rest = rest - h
-                    ids.append(idx)
+                    codes = (z + (e - z).detach()).view(f.shape[0], pn * pn, -1)  # the code's value, z's gradient
                     inputs.append(z)
-                    if drop_prefixes:
-                        fhats.append(f_hat)
-                    continue
+                else:
+                    grad_path = area_downsample(f_grad, pn) if si != self.num_scales - 1 else f_grad
+                    inputs.append(z + self._units(rearrange(grad_path, "b c h w -> (b h w) c"), si, center=False))
                 idx = idx.view(f.shape[0], pn * pn)
-                h = self._code_map(idx, si, H)
+                h = self._code_map(idx, si, H, codes=codes)
                 f_hat = f_hat + h
-                rest = rest - h.detach()
+                rest = rest - (h if per_scale else h.detach())
                 ids.append(idx)
-                grad_path = area_downsample(f_grad, pn) if si != self.num_scales - 1 else f_grad
-                inputs.append(z + self._units(rearrange(grad_path, "b c h w -> (b h w) c"), si, center=False))
-                commitment = commitment + F.mse_loss(f_hat.detach(), f) * self.beta
-                codebook = codebook + F.mse_loss(f_hat, f_nograd)
+                if not per_scale:
+                    commitment = commitment + F.mse_loss(f_hat.detach(), f) * self.beta
+                    codebook = codebook + F.mse_loss(f_hat, f_nograd)
                 if drop_prefixes:
                     fhats.append(f_hat)
             commitment = commitment / self.num_scales

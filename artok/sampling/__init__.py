@@ -20,9 +20,9 @@ from artok.sampling.logits import (CFG_SCHEDULES, DTYPES, GenerationOutput, filt
                                    gumbel_soft_assignment, resolve_dtype, sample_ids)
 from artok.sampling.var import check_compatible, generate_var
 
-__all__ = ["CFG_SCHEDULES", "DTYPES", "Forced", "GENERATORS", "GenerationOutput", "edit", "HartGenerationOutput", "check_compatible",
-           "check_hart_compatible", "filter_logits", "generate", "generate_hart", "generate_var", "guidance_strength",
-           "gumbel_soft_assignment", "resolve_dtype", "sample_ids"]
+__all__ = ["CFG_SCHEDULES", "DTYPES", "Forced", "GENERATORS", "GenerationOutput", "HartGenerationOutput",
+           "check_compatible", "check_hart_compatible", "edit", "filter_logits", "generate", "generate_hart",
+           "generate_var", "guidance_strength", "gumbel_soft_assignment", "resolve_dtype", "sample_ids"]
 
 
 def _var(model, tok, labels, *, hart_options: dict, **options) -> GenerationOutput:
@@ -31,14 +31,10 @@ def _var(model, tok, labels, *, hart_options: dict, **options) -> GenerationOutp
     return generate_var(model, tok, labels, **options)
 
 
-def _hart(model, tok, labels, *, cfg_schedule: str, prefix, forced, hart_options: dict,
-          **options) -> HartGenerationOutput:
-    if prefix is not None and forced is not None:
-        raise ValueError("give prefix or forced, not both")
+def _hart(model, tok, labels, *, cfg_schedule: str, hart_options: dict, **options) -> HartGenerationOutput:
     if cfg_schedule != "linear":
         raise ValueError(f"HART guides with its own linear schedule; cfg_schedule '{cfg_schedule}' does not apply")
-    forced = Forced.prefix(prefix) if prefix is not None else forced
-    return generate_hart(model, tok, labels, forced=forced, **options, **hart_options)
+    return generate_hart(model, tok, labels, **options, **hart_options)
 
 
 # model_type → the loop that samples it (called with generate()'s keyword arguments)
@@ -81,9 +77,13 @@ def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: flo
     if kind not in GENERATORS:
         raise TypeError(f"generate() samples {' and '.join(sorted(GENERATORS))} models, not a "
                         f"{type(model).__name__} (model_type '{kind}')")
+    if prefix is not None:
+        if forced is not None:
+            raise ValueError("give prefix or forced, not both")
+        forced = Forced.prefix(prefix)
     return GENERATORS[kind](model, tok, labels, cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, generator=generator,
                             temperature=temperature, cfg_schedule=cfg_schedule, more_smooth=more_smooth, dtype=dtype,
-                            decode=decode, return_logits=return_logits, prefix=prefix, forced=forced,
+                            decode=decode, return_logits=return_logits, forced=forced,
                             hart_options=hart_options)
 
 

@@ -23,6 +23,11 @@ class Forced:
     def prefix(cls, ids: list[torch.Tensor]) -> "Forced":
         return cls(ids=list(ids), keep=[torch.ones_like(i, dtype=torch.bool) for i in ids])
 
+    @staticmethod
+    def checked(forced: "Forced | None", block_sizes, batch: int, codebook_size: int) -> "Forced":
+        """``forced`` (None: nothing forced) checked against a loop's blocks, batch and codebook."""
+        return (forced or Forced(ids=[], keep=[])).check(block_sizes, batch, codebook_size)
+
     def check(self, block_sizes, batch: int, codebook_size: int) -> "Forced":
         if len(self.ids) > len(block_sizes) or len(self.keep) != len(self.ids):
             raise ValueError(f"forcing gives {len(self.ids)} blocks of ids and {len(self.keep)} of masks; the "

@@ -95,7 +95,7 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
             positions = torch.cat([positions.to(device), null_positions])
         cond = model.embed_condition(context, context_mask=mask, context_position_ids=positions)
     code_table = tok.indices_to_codes(torch.arange(tok.codebook_size, device=device)) if more_smooth else None
-    forced = (forced or Forced(ids=[], keep=[])).check([pn * pn for pn in scales], B, tok.codebook_size)
+    forced = Forced.checked(forced, [pn * pn for pn in scales], B, tok.codebook_size)
 
     def guide(logits: torch.Tensor, t: float) -> torch.Tensor:
         return (1 + t) * logits[:B] - t * logits[B:] if guided else logits

@@ -36,8 +36,7 @@ def check_compatible(model, tok) -> None:
 def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: float = 0.0,
                  generator: torch.Generator | None = None, temperature: float = 1.0, cfg_schedule: str = "linear",
                  more_smooth: bool = False, dtype: torch.dtype | str | None = None, decode: bool = True,
-                 return_logits: bool = False, prefix: list[torch.Tensor] | None = None,
-                 forced: Forced | None = None) -> GenerationOutput:
+                 return_logits: bool = False, forced: Forced | None = None) -> GenerationOutput:
     """Sample token ids block by block with a KV cache and decode them.
 
     Args:
@@ -51,10 +50,8 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
         more_smooth: VAR's Gumbel soft codes for the next input and the latent (ids are still sampled).
         dtype: float32, bfloat16 or float16; the transformer and decoder run under autocast in that dtype;
             guidance and sampling are always float32.
-        prefix: ids (B, n_k) of the first blocks, taken instead of sampled (e.g. ``tok.tokenize(images)[:2]``:
-            the coarse scales of real images, the rest generated); None samples every block.
-        forced: which ids to take from a reference instead of sampling, per block and token (``Forced``;
-            ``artok.sampling.edit`` builds it from a mask); not together with ``prefix``.
+        forced: which ids to take from a reference instead of sampling, per block and token (``Forced``:
+            ``generate(..., prefix=)`` and ``artok.sampling.edit`` build it); None samples every block.
     """
     check_compatible(model, tok)
     if cfg_schedule not in CFG_SCHEDULES:
@@ -65,10 +62,7 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
     dtype = resolve_dtype(dtype)
     labels = model.check_labels(labels)
     B, device = labels.shape[0], labels.device
-    if prefix is not None and forced is not None:
-        raise ValueError("give prefix or forced, not both")
-    forced = Forced.prefix(prefix) if prefix is not None else forced or Forced(ids=[], keep=[])
-    forced.check(model.block_sizes, B, tok.codebook_size)
+    forced = Forced.checked(forced, model.block_sizes, B, tok.codebook_size)
     guided = cfg_scale != 0
     mixed = autocast(device, dtype)
 
