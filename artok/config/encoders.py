@@ -263,3 +263,68 @@ class SuperTokenEncoderConfig(ViTEncoderConfig):
             raise ConfigError(f"encoder (stvit).super_token_size must be >= 1, got {self.super_token_size}")
         if self.sampling_iterations < 1:
             raise ConfigError(f"encoder (stvit).sampling_iterations must be >= 1, got {self.sampling_iterations}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Semantic-token encoders: a few tokens (or clusters) carry the image (visual_transformer.py,
+# token_learner.py, context_cluster.py); ``depth``, ``width``, heads and MLP ratio as for the ViT
+# ---------------------------------------------------------------------------------------------------------
+
+@register_encoder_config
+@dataclass
+class VisualTransformerEncoderConfig(ViTEncoderConfig):
+    """Visual Transformer encoder (VT, arXiv 2006.03677): ``depth`` layers that each pool the grid into
+    ``num_tokens`` (L) visual tokens by spatial attention, run a transformer block on them and project them
+    back onto the grid; with ``recurrent`` the later layers take their filters from the previous tokens."""
+
+    kind: str = "vt"
+    num_tokens: int = 16
+    recurrent: bool = True
+    KIND: ClassVar[str] = "vt"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_tokens < 1:
+            raise ConfigError(f"encoder (vt).num_tokens (L) must be >= 1, got {self.num_tokens}")
+
+
+@register_encoder_config
+@dataclass
+class TokenLearnerEncoderConfig(ViTEncoderConfig):
+    """TokenLearner + TokenFuser encoder (arXiv 2106.11297): ``learner_position`` blocks on the full grid,
+    then ``num_tokens`` (S) tokens learned by spatial attention, the remaining blocks on them, and the
+    TokenFuser back to the grid."""
+
+    kind: str = "tokenlearner"
+    num_tokens: int = 8
+    learner_position: int = 1
+    KIND: ClassVar[str] = "tokenlearner"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_tokens < 1:
+            raise ConfigError(f"encoder (tokenlearner).num_tokens (S) must be >= 1, got {self.num_tokens}")
+        if not 0 <= self.learner_position < self.depth:
+            raise ConfigError(f"encoder (tokenlearner).learner_position must be in 0..depth-1 = 0..{self.depth - 1} "
+                              f"(at least one block after the learner), got {self.learner_position}")
+
+
+@register_encoder_config
+@dataclass
+class ContextClusterEncoderConfig(ViTEncoderConfig):
+    """Context Clusters encoder (CoC, arXiv 2303.01494): points (colour + coordinates) per patch, ``depth``
+    blocks clustering them around ``centres_per_side``² centres in each local region of ``region_size``²
+    points. No attention and no position embedding in the encoder (``positions`` sets the ViT decoder's)."""
+
+    kind: str = "coc"
+    region_size: int = 4
+    centres_per_side: int = 2
+    KIND: ClassVar[str] = "coc"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.region_size < 1:
+            raise ConfigError(f"encoder (coc).region_size must be >= 1, got {self.region_size}")
+        if self.centres_per_side < 1 or self.region_size % self.centres_per_side:
+            raise ConfigError(f"encoder (coc).centres_per_side must be >= 1 and divide region_size "
+                              f"{self.region_size}, got {self.centres_per_side}")

@@ -11,8 +11,9 @@ from typing import Any, Callable
 
 from artok.config.base import ConfigError, suggest
 from artok.config.generator import HART_SCALES_1024, DiffusionHeadConfig, GeneratorConfig, HartConfig
-from artok.config.encoders import (ConvEncoderConfig, MixedScaleEncoderConfig, QuadtreeEncoderConfig,
-                                   SuperTokenEncoderConfig, TokenMergeEncoderConfig, ViTEncoderConfig)
+from artok.config.encoders import (ContextClusterEncoderConfig, ConvEncoderConfig, MixedScaleEncoderConfig,
+                                   QuadtreeEncoderConfig, SuperTokenEncoderConfig, TokenLearnerEncoderConfig,
+                                   TokenMergeEncoderConfig, ViTEncoderConfig, VisualTransformerEncoderConfig)
 from artok.config.tokenizer import QuantizerConfig, TokenizerConfig
 
 
@@ -234,7 +235,8 @@ def dump_generator_presets(configs_dir) -> list:
 
 # ---------------------------------------------------------------------------------------------------------
 # Tokenizers with ViT-family encoders (artok/encoders/vit.py, token_merge.py, mixed_scale.py, quadtree.py,
-# super_token.py): tiny multi-scale tokenizers for CPU tests, one per encoder kind
+# super_token.py, visual_transformer.py, token_learner.py, context_cluster.py): tiny multi-scale tokenizers
+# for CPU tests, one per encoder kind
 # ---------------------------------------------------------------------------------------------------------
 
 _TINY_VIT = dict(patch_size=8, width=32, depth=2, num_heads=2)
@@ -275,6 +277,24 @@ def _tiny_var_quadtree() -> TokenizerConfig:
 def _tiny_var_stvit() -> TokenizerConfig:
     """Tiny multi-scale tokenizer with a super-token (STViT) encoder: one super token per 2x2 tokens."""
     return _tiny_var_with(SuperTokenEncoderConfig(**_TINY_VIT, super_token_size=2))
+
+
+@tokenizer_preset("tiny-var-vt")
+def _tiny_var_vt() -> TokenizerConfig:
+    """Tiny multi-scale tokenizer with a Visual Transformer encoder: 4 visual tokens, recurrent tokenizer."""
+    return _tiny_var_with(VisualTransformerEncoderConfig(**_TINY_VIT, num_tokens=4, recurrent=True))
+
+
+@tokenizer_preset("tiny-var-tokenlearner")
+def _tiny_var_tokenlearner() -> TokenizerConfig:
+    """Tiny multi-scale tokenizer with a TokenLearner + TokenFuser encoder: 4 tokens after the first block."""
+    return _tiny_var_with(TokenLearnerEncoderConfig(**_TINY_VIT, num_tokens=4, learner_position=1))
+
+
+@tokenizer_preset("tiny-var-coc")
+def _tiny_var_coc() -> TokenizerConfig:
+    """Tiny multi-scale tokenizer with a Context Clusters encoder: one centre per 2x2 region of points."""
+    return _tiny_var_with(ContextClusterEncoderConfig(**_TINY_VIT, region_size=2, centres_per_side=1))
 
 
 # ---------------------------------------------------------------------------------------------------------

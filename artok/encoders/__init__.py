@@ -15,12 +15,16 @@ from torch import nn
 from artok.config import (ENCODER_CONFIGS, ConfigError, ConvEncoderConfig, EncoderConfig, MixedScaleEncoderConfig,
                           QuadtreeEncoderConfig, SuperTokenEncoderConfig, TokenMergeEncoderConfig, ViTEncoderConfig,
                           suggest)
-from artok.config.encoders import encoder_kind
+from artok.config.encoders import (ContextClusterEncoderConfig, TokenLearnerEncoderConfig,
+                                   VisualTransformerEncoderConfig, encoder_kind)
+from artok.encoders.context_cluster import ContextClusterEncoder
 from artok.encoders.conv import ConvDecoder, ConvEncoder
 from artok.encoders.mixed_scale import MixedScaleViTEncoder
 from artok.encoders.quadtree import QuadtreeViTEncoder
 from artok.encoders.super_token import SuperTokenViTEncoder
+from artok.encoders.token_learner import TokenLearnerEncoder
 from artok.encoders.token_merge import TokenMergeViTEncoder
+from artok.encoders.visual_transformer import VisualTransformerEncoder
 from artok.encoders.vit import ViTDecoder, ViTEncoder, vit_kwargs
 
 _BUILDERS: dict[str, tuple[Callable, Callable]] = {}
@@ -78,6 +82,13 @@ register_encoder(QuadtreeEncoderConfig, _vit_family(QuadtreeViTEncoder, lambda c
     levels=cfg.levels, token_budget=cfg.token_budget, scorer=cfg.scorer)), _vit_decoder)
 register_encoder(SuperTokenEncoderConfig, _vit_family(SuperTokenViTEncoder, lambda cfg: dict(
     super_token_size=cfg.super_token_size, sampling_iterations=cfg.sampling_iterations)), _vit_decoder)
+# semantic-token encoders (VT, TokenLearner, Context Clusters): ViT decoders too
+register_encoder(VisualTransformerEncoderConfig, _vit_family(VisualTransformerEncoder, lambda cfg: dict(
+    num_tokens=cfg.num_tokens, recurrent=cfg.recurrent)), _vit_decoder)
+register_encoder(TokenLearnerEncoderConfig, _vit_family(TokenLearnerEncoder, lambda cfg: dict(
+    num_tokens=cfg.num_tokens, learner_position=cfg.learner_position)), _vit_decoder)
+register_encoder(ContextClusterEncoderConfig, _vit_family(ContextClusterEncoder, lambda cfg: dict(
+    region_size=cfg.region_size, centres_per_side=cfg.centres_per_side)), _vit_decoder)
 
 
 def _builders(config: EncoderConfig) -> tuple[Callable, Callable]:
@@ -94,5 +105,6 @@ def build_decoder(config: EncoderConfig, latent_channels: int, image_size: int) 
     return _builders(config)[1](config, latent_channels, image_size)
 
 
-__all__ = ["ConvDecoder", "ConvEncoder", "MixedScaleViTEncoder", "QuadtreeViTEncoder", "SuperTokenViTEncoder",
-           "TokenMergeViTEncoder", "ViTDecoder", "ViTEncoder", "build_decoder", "build_encoder", "register_encoder"]
+__all__ = ["ContextClusterEncoder", "ConvDecoder", "ConvEncoder", "MixedScaleViTEncoder", "QuadtreeViTEncoder",
+           "SuperTokenViTEncoder", "TokenLearnerEncoder", "TokenMergeViTEncoder", "ViTDecoder", "ViTEncoder",
+           "VisualTransformerEncoder", "build_decoder", "build_encoder", "register_encoder"]
