@@ -1,12 +1,14 @@
 """Token-reduction encoders against the plain ViT encoder, at the same latent grid.
 
 For each encoder (ViT, ToMe constant and decreasing, MSViT, Quadformer quadtree with the pixel-variance
-and the learned-feature scorer, STViT) inside the same multi-scale tokenizer, this script
+and the learned-feature scorer, STViT, and the semantic-token encoders VT, TokenLearner + TokenFuser and
+Context Clusters) inside the same multi-scale tokenizer, this script
 
 1. trains the tokenizer for the same short CPU run (same data, batches, seed and optimiser; loss = L1 +
    quantizer losses + the encoder's own losses, i.e. MSViT's compute target), then
 2. measures on held-out crops: reconstruction PSNR of ``detokenize(tokenize(x))``, tokens entering
-   attention (mean per layer and image), encoder FLOPs per image (``torch.utils.flop_counter``), and encoder
+   attention (mean per layer and image; for Context Clusters, which has no attention, the cluster centres
+   each point exchanges information through), encoder FLOPs per image (``torch.utils.flop_counter``), and encoder
    images/s (eval mode, no grad; the encoders are timed in interleaved rounds and the median is kept, so a
    busy shared CPU slows them alike).
 
@@ -35,13 +37,17 @@ from tqdm import tqdm
 
 from artok.config import (MixedScaleEncoderConfig, QuadtreeEncoderConfig, QuantizerConfig, SuperTokenEncoderConfig,
                           TokenizerConfig, TokenMergeEncoderConfig, ViTEncoderConfig)
+from artok.config.encoders import (ContextClusterEncoderConfig, TokenLearnerEncoderConfig,
+                                   VisualTransformerEncoderConfig)
 from artok.data.builtin import SkimagePhotos
 from artok.tokenizers import Tokenizer
 
 
 def encoder_configs(args) -> dict:
     """Every encoder at the same patch size, width, depth and heads; the reduction knobs aim at roughly
-    half of the plain ViT's attention tokens (STViT: a quarter, by construction)."""
+    half of the plain ViT's attention tokens (STViT: a quarter, by construction). VT and TokenLearner keep
+    the papers' handful of semantic tokens (16) at any grid, TokenLearner after half the blocks; Context
+    Clusters places 2×2 centres in every 4×4 region of points (a quarter of the points)."""
     vit = dict(patch_size=args.patch_size, width=args.width, depth=args.depth, num_heads=args.num_heads)
     n = (args.image_size // args.patch_size) ** 2
     r = 3 * n // (4 * args.depth)  # merges 3/4 of the tokens by the last layer
@@ -53,6 +59,9 @@ def encoder_configs(args) -> dict:
         "quadtree": QuadtreeEncoderConfig(**vit, levels=2, token_budget=n // 2, scorer="pixel_variance"),
         "quadtree-feature": QuadtreeEncoderConfig(**vit, levels=2, token_budget=n // 2, scorer="feature"),
         "stvit": SuperTokenEncoderConfig(**vit, super_token_size=2),
+        "vt": VisualTransformerEncoderConfig(**vit, num_tokens=16, recurrent=True),
+        "tokenlearner": TokenLearnerEncoderConfig(**vit, num_tokens=16, learner_position=args.depth // 2),
+        "coc": ContextClusterEncoderConfig(**vit, region_size=4, centres_per_side=2),
     }
 
 
@@ -202,7 +211,9 @@ def save_reconstructions(images: torch.Tensor, recs: dict, path: Path, count: in
 
 @torch.no_grad()
 def save_layouts(tokenizers: dict, images: torch.Tensor, path: Path, args, count: int = 4) -> None:
-    """Where each encoder spent its tokens: patch outlines (quadtree, MSViT) or merged groups (ToMe)."""
+    """Where each encoder spent its tokens: patch outlines (quadtree, MSViT), merged groups (ToMe), or the
+    group of every patch (VT: the visual token it weighs most in; TokenLearner: its strongest branch; CoC:
+    its cluster in the last block)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -232,8 +243,9 @@ def save_layouts(tokenizers: dict, images: torch.Tensor, path: Path, args, count
                         for dj in range(0, p * s, step):
                             ax.add_patch(Rectangle((j * p * s + dj - 0.5, i * p * s + di - 0.5), step, step,
                                                    fill=False, lw=0.6, ec="yellow"))
-            elif name.startswith("tome"):
-                groups = palette[enc.last_destination[c]].reshape(g, g, 3).numpy()
+            elif name.startswith("tome") or name in ("vt", "tokenlearner", "coc"):
+                groups = enc.last_destination if name.startswith("tome") else enc.last_assignment
+                groups = palette[groups[c]].reshape(g, g, 3).numpy()
                 ax.imshow(np.kron(groups, np.ones((p, p, 1))), alpha=0.55)
             else:  # stvit: the super-token regions
                 step = p * enc.super_token_size

@@ -11,6 +11,7 @@ from artok.cli import main as cli
 from artok.config import ConfigError, QuantizerConfig, TokenizerConfig
 from artok.config.encoders import (ContextClusterEncoderConfig, TokenLearnerEncoderConfig,
                                    VisualTransformerEncoderConfig)
+from artok.data import TokenDataset
 from artok.encoders import (ContextClusterEncoder, TokenLearnerEncoder, ViTDecoder, VisualTransformerEncoder,
                             build_encoder)
 from artok.encoders.context_cluster import (ContextCluster, aggregate, assign_to_centres, dispatch,
@@ -113,7 +114,7 @@ def test_same_seed_same_output():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vt", "tokenlearner", "coc"])
-def test_cli_trains_and_encodes_with_the_preset(kind, tmp_path):
+def test_cli_trains_a_preset_and_encodes_a_dataset_with_it(kind, tmp_path):
     from accelerate.state import AcceleratorState, GradientState
 
     config = tmp_path / "train.yaml"
@@ -129,7 +130,11 @@ def test_cli_trains_and_encodes_with_the_preset(kind, tmp_path):
         GradientState._reset_state()
     tok = artok.from_pretrained(tmp_path / "run" / "tokenizer")
     assert tok.config.encoder.kind == kind
-    assert tok.detokenize(tok.tokenize(images())).shape == (2, 3, 32, 32)
+    assert cli(["encode", str(tmp_path / "run" / "tokenizer"), "--data", "procedural", "--num-samples", "6",
+                "--out", str(tmp_path / "ids"), "--num-workers", "0", "--batch-size", "4", "--cpu"]) == 0
+    shards = TokenDataset(tmp_path / "ids")
+    assert len(shards) == 6 and [len(i) for i in shards[5].ids] == [1, 4, 16]
+    assert tok.detokenize([i[None] for i in shards[5].ids]).shape == (1, 3, 32, 32)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,7 +151,8 @@ def test_vt_token_weights_sum_to_one_over_pixels_and_tokens_average_them():
                             for b in range(2)])
     assert_close(tokens, expected, atol=1e-6, what="T = A^T X")
     # a weighted average stays inside the pixels' range, channel by channel
-    assert (tokens <= pixels.amax(1, keepdim=True) + 1e-6).all() and (tokens >= pixels.amin(1, keepdim=True) - 1e-6).all()
+    assert (tokens <= pixels.amax(1, keepdim=True) + 1e-6).all()
+    assert (tokens >= pixels.amin(1, keepdim=True) - 1e-6).all()
 
 
 def test_vt_tokenizers_filter_based_and_recurrent():
