@@ -2,7 +2,8 @@
 holds, and the pipeline folder (``tokenizer/`` + ``generator/``) that training exports and sampling reads.
 
 ``artok.from_pretrained(path)`` loads a tokenizer, a generator or a pipeline; ``build_tokenizer``,
-``build_generator`` and ``build_hart`` build fresh models from a preset name or a config.
+``build_generator`` and ``build_hart`` build fresh models from a preset name or a config. A text-conditioned
+pipeline also records its text encoder (``text_encoder.json``: a ``TextEncoderConfig``).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 
 from artok.checkpoint import CONFIG_NAME, FORMAT_VERSION, MODEL_TYPES, CheckpointError, read_config, resolve
-from artok.config import GeneratorConfig, HartConfig, TokenizerConfig
+from artok.config import GeneratorConfig, HartConfig, TextEncoderConfig, TokenizerConfig
 from artok.config.presets import GENERATORS, HARTS, TOKENIZERS
 from artok.models import Generator
 from artok.models.hart import HartTransformer
@@ -37,18 +38,35 @@ def build_hart(name_or_config: str | HartConfig, **overrides: Any) -> HartTransf
     return HartTransformer(HARTS.resolve(name_or_config, **overrides))
 
 
+TEXT_ENCODER_NAME = "text_encoder.json"
+
+
 class Pipeline:
-    """A tokenizer and a generator saved side by side (``tokenizer/`` and ``generator/``)."""
+    """A tokenizer and a generator saved side by side (``tokenizer/`` and ``generator/``); a text-conditioned
+    generator's ``text_encoder`` record (``TextEncoderConfig``) goes beside them in ``text_encoder.json``, and
+    ``directory`` is where the pipeline was loaded from (a relative text-encoder folder is looked up there)."""
 
     model_type = "pipeline"
 
-    def __init__(self, tokenizer: Any, generator: Any) -> None:
-        self.tokenizer, self.generator = tokenizer, generator
+    def __init__(self, tokenizer: Any, generator: Any, text_encoder: TextEncoderConfig | None = None, *,
+                 directory: Path | None = None) -> None:
+        self.tokenizer, self.generator, self.text_encoder = tokenizer, generator, text_encoder
+        self.directory = directory
+
+    @property
+    def text_conditioned(self) -> bool:
+        config = getattr(self.generator, "config", None)
+        return getattr(config, "context_dim", 0) > 0
 
     def save_pretrained(self, directory: str | Path) -> Path:
         d = Path(directory)
         self.tokenizer.save_pretrained(d / "tokenizer")
         self.generator.save_pretrained(d / "generator")
+        record = d / TEXT_ENCODER_NAME
+        if self.text_encoder is not None:
+            record.write_text(self.text_encoder.to_json())
+        else:
+            record.unlink(missing_ok=True)
         (d / CONFIG_NAME).write_text(json.dumps({"model_type": "pipeline", "format_version": FORMAT_VERSION}, indent=2))
         return d
 
@@ -64,19 +82,29 @@ def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu
     meta = read_config(d)
     kind = meta.get("model_type")
     if kind == "pipeline":
+        record = d / TEXT_ENCODER_NAME
+        text_encoder = TextEncoderConfig.from_dict(json.loads(record.read_text()), where=str(record)) \
+            if record.exists() else None
         return Pipeline(from_pretrained(d / "tokenizer", map_location=map_location),
-                        from_pretrained(d / "generator", map_location=map_location))
+                        from_pretrained(d / "generator", map_location=map_location), text_encoder, directory=d)
     if kind not in MODEL_TYPES:
         raise CheckpointError(f"{d / CONFIG_NAME}: unknown model_type '{kind}' (known: {', '.join(sorted(MODEL_TYPES))})")
     return MODEL_TYPES[kind].from_pretrained(d, map_location=map_location)
 
 
-def load_pipeline(checkpoint: str | Path, device: str | torch.device):
-    """(tokenizer, generator) of a pipeline checkpoint, in eval mode on ``device``; checked to fit together."""
+def open_pipeline(checkpoint: str | Path, device: str | torch.device) -> Pipeline:
+    """The ``Pipeline`` of a checkpoint, in eval mode on ``device``; checked to fit together."""
     model = from_pretrained(checkpoint)
     if not isinstance(model, Pipeline):
         raise ValueError(f"{checkpoint} holds a {getattr(model, 'model_type', type(model).__name__)}; artok sample "
                          "needs a pipeline directory with tokenizer/ and generator/ (see `artok convert var`)")
-    tok, gen = model.tokenizer, model.generator
-    check_compatible(gen, tok)
-    return tok.to(device).eval(), gen.to(device).eval()
+    check_compatible(model.generator, model.tokenizer)
+    model.tokenizer.to(device).eval()
+    model.generator.to(device).eval()
+    return model
+
+
+def load_pipeline(checkpoint: str | Path, device: str | torch.device):
+    """(tokenizer, generator) of a pipeline checkpoint, in eval mode on ``device``; checked to fit together."""
+    model = open_pipeline(checkpoint, device)
+    return model.tokenizer, model.generator

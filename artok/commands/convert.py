@@ -63,6 +63,9 @@ def _hart_args(p):
     p.add_argument("llm_dir", help="HART transformer folder (hart-0.7b-1024px/llm: config.json + weights; "
                    "ema_model.bin is preferred when present, as the official sample.py loads it)")
     p.add_argument("out_dir", help="output artok pipeline directory (tokenizer/ + generator/)")
+    p.add_argument("--text-encoder", default=None, metavar="NAME_OR_DIR",
+                   help="where the text encoder's weights are, recorded in text_encoder.json (default: the Hub id "
+                        "mit-han-lab/Qwen2-VL-1.5B-Instruct, as the HART repository uses)")
 
 
 @converter("hart", "HART tokenizer + transformer folders (hart-0.7b-1024px) → artok pipeline; each config.json "
@@ -70,7 +73,7 @@ def _hart_args(p):
 def _hart(args):
     from artok.convert.hart import hart_pipeline
 
-    return hart_pipeline(args.tokenizer_dir, args.llm_dir)
+    return hart_pipeline(args.tokenizer_dir, args.llm_dir, text_encoder=args.text_encoder)
 
 
 def register(sub, formatter_class) -> None:

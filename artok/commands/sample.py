@@ -1,5 +1,11 @@
-"""``artok sample CHECKPOINT``: class-conditional samples as PNGs, an image grid, and with ``--npz`` the
-``.npz`` array that the standard ImageNet FID evaluator reads (``arr_0``: uint8, N×H×W×3).
+"""``artok sample CHECKPOINT``: class-conditional samples (``--classes``, ``--per-class``) or text-to-image
+samples of a text-conditioned HART pipeline (``--prompt``, ``--prompt-file``; the prompts go to
+``prompts.jsonl``) as PNGs, an image grid, and with ``--npz`` the ``.npz`` array that the standard ImageNet FID
+evaluator reads (``arr_0``: uint8, N×H×W×3).
+
+Prompts are encoded by the text encoder the pipeline records (``text_encoder.json``; ``--text-encoder`` points
+at a local copy of its weights) and guided against its null prompt (HART's zero context unless the record
+names one).
 
 Batch b is drawn with the seed ``seed + b``, so the images depend on the seed and the batch size only;
 ``sample/sample.py`` (``accelerate launch``) splits the same batches across processes and writes the same
@@ -14,16 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artok.pipeline import load_pipeline  # noqa: F401  (sample/sample.py and eval generator call cmd.load_pipeline)
-from artok.sampling import generate
-from artok.sampling.to_disk import (GRID_MAX, GRID_NAME, NPZ_NAME, SAMPLE_NAME, SAMPLE_RE, check_out_dir,
-                                    existing_samples, finish, prepare_out_dir, sample_paths, to_uint8, write_grid,
-                                    write_npz, write_pngs)
+from artok.models.text_encoder import TextEncoder
+from artok.pipeline import load_pipeline, open_pipeline  # noqa: F401  (eval generator calls cmd.load_pipeline)
+from artok.sampling import check_text_encoder, generate, generate_from_prompts
+from artok.sampling.to_disk import (GRID_MAX, GRID_NAME, NPZ_NAME, PROMPT_SAMPLE_NAME, SAMPLE_NAME, SAMPLE_RE,
+                                    check_out_dir, existing_samples, finish, prepare_out_dir, sample_paths, to_uint8,
+                                    write_grid, write_npz, write_pngs, write_prompts)
 
 __all__ = ["GRID_MAX", "GRID_NAME", "NPZ_NAME", "SAMPLE_NAME", "SAMPLE_RE", "add_arguments", "add_sampling_arguments",
-           "batches", "check_out_dir", "default_device", "existing_samples", "finish", "load_pipeline", "plan_labels",
-           "prepare_out_dir", "register", "run", "sample_batch", "sample_jobs", "sample_paths", "to_uint8", "write_grid",
-           "write_npz", "write_pngs"]
+           "batches", "check_out_dir", "default_device", "existing_samples", "finish", "load_pipeline", "load_text_encoder",
+           "plan_labels", "plan_prompts", "prepare_out_dir", "read_prompts", "register", "run", "sample_batch",
+           "sample_jobs", "sample_paths", "to_uint8", "write_grid", "write_npz", "write_pngs"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -35,6 +42,12 @@ def add_arguments(p) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--classes", nargs="+", type=int, metavar="ID", help="class ids to sample, one image each")
     which.add_argument("--per-class", type=int, metavar="N", help="N images of every class (50 for ImageNet FID)")
+    which.add_argument("--prompt", action="append", metavar="TEXT",
+                       help="a text prompt (text-conditioned HART pipelines); repeat for several")
+    which.add_argument("--prompt-file", metavar="FILE", help="prompts, one per line (blank lines skipped)")
+    p.add_argument("--per-prompt", type=int, default=1, metavar="N", help="images of every prompt")
+    p.add_argument("--text-encoder", metavar="DIR_OR_NAME",
+                   help="load the recorded text encoder from here instead (a local copy of its weights)")
     p.add_argument("--out", required=True, help="output directory for the PNGs, grid.png and samples.npz")
     add_sampling_arguments(p)
     p.add_argument("--npz", action="store_true", help=f"also write {NPZ_NAME} (arr_0: uint8 N×H×W×3, labels)")
@@ -74,6 +87,35 @@ def plan_labels(classes: list[int] | None, per_class: int | None, num_classes: i
     return list(classes)
 
 
+def read_prompts(prompts: list[str] | None, prompt_file: str | None) -> list[str]:
+    """The prompts of ``--prompt`` (repeated) or ``--prompt-file`` (one per line, blank lines skipped)."""
+    if prompt_file is not None:
+        prompts = [line.strip() for line in Path(prompt_file).read_text(encoding="utf-8").splitlines()]
+        prompts = [p for p in prompts if p]
+        if not prompts:
+            raise ValueError(f"--prompt-file {prompt_file} holds no prompts")
+    return list(prompts or [])
+
+
+def plan_prompts(prompts: list[str], per_prompt: int) -> list[int]:
+    """The prompt number of every image to draw, in output order."""
+    if per_prompt < 1:
+        raise ValueError(f"--per-prompt must be >= 1, got {per_prompt}")
+    return [p for p in range(len(prompts)) for _ in range(per_prompt)]
+
+
+def load_text_encoder(pipe, device: torch.device, override: str | None = None) -> TextEncoder:
+    """The text encoder a text-conditioned pipeline records (``override``: another name or folder for it),
+    checked against the generator."""
+    if pipe.text_encoder is None:
+        raise ValueError(f"{pipe.directory} holds a text-conditioned generator but no text-encoder record "
+                         f"(text_encoder.json); artok convert hart and artok train generator write one")
+    record = pipe.text_encoder if override is None else pipe.text_encoder.replace(name_or_path=override)
+    encoder = TextEncoder(record, device=device, base_dir=pipe.directory)
+    check_text_encoder(pipe.generator, encoder)
+    return encoder
+
+
 def batches(labels: list[int], batch_size: int) -> list[tuple[int, int, list[int]]]:
     """(batch index, index of its first image, its labels) for every batch."""
     if batch_size < 1:
@@ -85,25 +127,36 @@ def batches(labels: list[int], batch_size: int) -> list[tuple[int, int, list[int
 # Sampling (writing: artok.sampling.to_disk)
 # ---------------------------------------------------------------------------------------------------------
 
-def sample_batch(tok, gen, labels: list[int], batch_index: int, args, device: torch.device) -> np.ndarray:
-    """Batch ``batch_index`` drawn with the seed ``args.seed + batch_index``, as (B, H, W, 3) uint8."""
+def sample_batch(tok, gen, labels: list[int], batch_index: int, args, device: torch.device, *,
+                 encoder: TextEncoder | None = None, prompts: list[str] | None = None) -> np.ndarray:
+    """Batch ``batch_index`` drawn with the seed ``args.seed + batch_index``, as (B, H, W, 3) uint8. With an
+    ``encoder``, ``labels`` are prompt numbers into ``prompts``."""
     rng = torch.Generator(device=device).manual_seed(args.seed + batch_index)
-    out = generate(gen, tok, torch.tensor(labels, device=device), cfg_scale=args.cfg, top_k=args.top_k,
-                   top_p=args.top_p, temperature=args.temperature, cfg_schedule=args.cfg_schedule,
-                   more_smooth=args.more_smooth, dtype=args.dtype, generator=rng)
+    options = dict(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, more_smooth=args.more_smooth,
+                   dtype=args.dtype, generator=rng)
+    if encoder is not None:
+        if args.cfg_schedule != "linear":
+            raise ValueError(f"HART guides with its own linear schedule; --cfg-schedule {args.cfg_schedule} does "
+                             "not apply")
+        out = generate_from_prompts(gen, tok, encoder, [prompts[p] for p in labels], cfg_scale=args.cfg, **options)
+    else:
+        out = generate(gen, tok, torch.tensor(labels, device=device), cfg_scale=args.cfg,
+                       cfg_schedule=args.cfg_schedule, **options)
     return to_uint8(out.images)
 
 
-def sample_jobs(tok, gen, jobs, args, device, *, out: Path, progress: bool = True, total: int | None = None) -> int:
-    """Draw and write the given batches; returns the number of images written. Shows images/s."""
+def sample_jobs(tok, gen, jobs, args, device, *, out: Path, progress: bool = True, total: int | None = None,
+                encoder: TextEncoder | None = None, prompts: list[str] | None = None) -> int:
+    """Draw and write the given batches; returns the number of images written. Shows images/s. With an
+    ``encoder``, the jobs' labels are prompt numbers into ``prompts``."""
     from tqdm.auto import tqdm
 
     n = 0
     with tqdm(total=total or sum(len(j[2]) for j in jobs), unit="img", desc="sampling", disable=not progress,
               dynamic_ncols=True) as bar:
         for batch_index, start, labels in jobs:
-            images = sample_batch(tok, gen, labels, batch_index, args, device)
-            write_pngs(out, start, labels, images)
+            images = sample_batch(tok, gen, labels, batch_index, args, device, encoder=encoder, prompts=prompts)
+            write_pngs(out, start, labels, images, name=SAMPLE_NAME if encoder is None else PROMPT_SAMPLE_NAME)
             n += len(labels)
             bar.update(len(labels))
     return n
@@ -128,8 +181,21 @@ def run(args) -> int:
     state = PartialState(cpu=args.device == "cpu")
     device = default_device(args.device) if state.num_processes == 1 else state.device
     check_out_dir(args.out, args.overwrite)  # before the (slow) load, on every process
-    tok, gen = load_pipeline(args.checkpoint, device)
-    labels = plan_labels(args.classes, args.per_class, gen.num_classes)
+    pipe = open_pipeline(args.checkpoint, device)
+    tok, gen = pipe.tokenizer, pipe.generator
+    text = args.prompt is not None or args.prompt_file is not None
+    encoder = prompts = None
+    if text != pipe.text_conditioned:
+        raise ValueError(f"{args.checkpoint} holds a text-conditioned generator: pass --prompt or --prompt-file"
+                         if pipe.text_conditioned else
+                         f"{args.checkpoint} holds a class-conditional generator ({gen.num_classes} classes): pass "
+                         "--classes or --per-class (--prompt needs a text-conditioned HART pipeline)")
+    if text:
+        prompts = read_prompts(args.prompt, args.prompt_file)
+        labels = plan_prompts(prompts, args.per_prompt)
+        encoder = load_text_encoder(pipe, device, args.text_encoder)
+    else:
+        labels = plan_labels(args.classes, args.per_class, gen.num_classes)
     jobs = batches(labels, args.batch_size)
     mine = jobs[state.process_index::state.num_processes]
     if state.is_main_process:
@@ -137,11 +203,14 @@ def run(args) -> int:
     state.wait_for_everyone()
     out = Path(args.out)
     t0 = time.perf_counter()
-    n = sample_jobs(tok, gen, mine, args, device, out=out, progress=state.is_main_process)
+    n = sample_jobs(tok, gen, mine, args, device, out=out, progress=state.is_main_process, encoder=encoder,
+                    prompts=prompts)
     seconds = time.perf_counter() - t0
     state.wait_for_everyone()
     if state.is_main_process:
         written = finish(out, npz=args.npz)
+        if text:
+            written.append(write_prompts(out, prompts, labels, seed=args.seed, batch_size=args.batch_size))
         print(f"wrote {len(labels)} samples to {out} with {state.num_processes} process(es) (main process: "
               f"{n / seconds:.2f} images/s on {device}, {args.dtype}); " + ", ".join(p.name for p in written))
     state.wait_for_everyone()
@@ -149,7 +218,7 @@ def run(args) -> int:
 
 
 def register(sub, formatter_class) -> None:
-    p = sub.add_parser("sample", help="sample class-conditional images from an artok pipeline",
+    p = sub.add_parser("sample", help="sample class-conditional or text-to-image images from an artok pipeline",
                        description=__doc__.split("\n\n")[0], formatter_class=formatter_class)
     add_arguments(p)
     p.set_defaults(func=run)

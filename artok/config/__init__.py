@@ -21,6 +21,7 @@ from artok.config.generator import (  # noqa: F401
     BLOCK_UNITS, DiffusionHeadConfig, GeneratorConfig, HART_ADALN, HART_POOLING, HART_SCALES_1024, HartConfig,
     TransformerShape,
 )
+from artok.config.text import TextEncoderConfig, hart_text_encoder  # noqa: F401
 from artok.config.training import (  # noqa: F401
     CROP_MODES, DATA_SOURCES, DISCRIMINATOR_NORMS, DataConfig, GAN_LOSSES, GeneratorDataConfig,
     GeneratorRecipeConfig, GeneratorTrainConfig, LR_SCHEDULES, LossConfig, MIXED_PRECISION, PERCEPTUAL_NETWORKS,
@@ -34,6 +35,6 @@ __all__ = [
     'HART_ADALN', 'HART_POOLING', 'HART_SCALES_1024', 'HartConfig', 'LR_SCHEDULES', 'LossConfig',
     'MIXED_PRECISION', 'MixedScaleEncoderConfig', 'PERCEPTUAL_NETWORKS', 'QUANTIZER_KINDS',
     'QuadtreeEncoderConfig', 'QuantizerConfig', 'RECONSTRUCTION_LOSSES', 'STRAIGHT_THROUGH', 'SuperTokenEncoderConfig',
-    'TokenMergeEncoderConfig', 'TokenizerConfig', 'TokenizerTrainConfig', 'TrainConfig', 'TransformerShape', 'VIEW_MODES',
-    'ViTEncoderConfig', 'register_encoder_config', 'suggest',
+    'TextEncoderConfig', 'TokenMergeEncoderConfig', 'TokenizerConfig', 'TokenizerTrainConfig', 'TrainConfig', 'TransformerShape', 'VIEW_MODES',
+    'ViTEncoderConfig', 'hart_text_encoder', 'register_encoder_config', 'suggest',
 ]

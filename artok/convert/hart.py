@@ -4,7 +4,8 @@
   (the prefix is optional; ``disc.*`` discriminator keys are dropped) → ``HybridTokenizer``.
 - ``hart_diffusion_head``: ``diffloss.*`` (or bare ``net.*``) keys → ``DiffusionHead``.
 - ``hart_transformer``: the ``llm/`` folder (``HARTForT2I``, diffusion MLP inside) → ``HartTransformer``.
-- ``hart_pipeline``: both folders, each with its ``config.json`` deciding the architecture.
+- ``hart_pipeline``: both folders, each with its ``config.json`` deciding the architecture, plus the record of
+  the text encoder the release was trained with (``text_encoder.json``).
 
 Hyper-parameters the tensors determine are inferred; the rest are keyword arguments with the official
 defaults. The official buffers ``lvl_1L``, ``attn_bias_for_masking`` and ``blocks.i.attn.zero_k_bias`` are
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from artok.config import DiffusionHeadConfig, HartConfig
+from artok.config import DiffusionHeadConfig, HartConfig, hart_text_encoder
 from artok.convert.common import KeyRenames, StateDict, count_indexed, load_state_dict, require
 from artok.convert.var import build_on, load_with_fills, tokenizer_config_from_var_keys, var_keys_to_artok
 from artok.checkpoint import CheckpointError, load_strict
@@ -306,13 +307,19 @@ def hart_transformer_from_folder(directory: str | Path):
     return model
 
 
-def hart_pipeline(tokenizer_dir: str | Path, llm_dir: str | Path):
+def hart_pipeline(tokenizer_dir: str | Path, llm_dir: str | Path, *, text_encoder: str | None = None):
     """The released ``hart-0.7b-1024px`` layout (``tokenizer/`` and ``llm/`` folders) → ``artok.Pipeline``
-    with ``.tokenizer`` (HybridTokenizer) and ``.generator`` (HartTransformer), checked to fit together."""
+    with ``.tokenizer`` (HybridTokenizer) and ``.generator`` (HartTransformer), checked to fit together, and
+    the record of HART's text encoder (``hart_text_encoder``: Qwen2-VL-1.5B-Instruct, last hidden layer, HART's
+    system prompt, the zero-context null branch; ``text_encoder`` names another Hub id or folder of the same
+    weights) with the context length the weights take."""
     from artok.pipeline import Pipeline
     from artok.sampling.hart import check_hart_compatible
 
     tok = hart_tokenizer_from_folder(tokenizer_dir)
     model = hart_transformer_from_folder(llm_dir)
     check_hart_compatible(model, tok)
-    return Pipeline(tok, model)
+    record = hart_text_encoder(max_length=model.config.max_context_tokens, context_dim=model.config.context_dim)
+    if text_encoder is not None:
+        record = record.replace(name_or_path=text_encoder)
+    return Pipeline(tok, model, record)

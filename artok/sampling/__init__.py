@@ -16,13 +16,16 @@ from artok.models.transformer import Generator
 from artok.sampling.edit import edit_forcing
 from artok.sampling.forcing import Forced
 from artok.sampling.hart import HartGenerationOutput, check_hart_compatible, generate_hart
+from artok.sampling.prompts import check_text_encoder, generate_from_prompts, prompt_condition
 from artok.sampling.logits import (CFG_SCHEDULES, DTYPES, GenerationOutput, filter_logits, guidance_strength,
                                    gumbel_soft_assignment, resolve_dtype, sample_ids)
 from artok.sampling.var import check_compatible, generate_var
 
 __all__ = ["CFG_SCHEDULES", "DTYPES", "Forced", "GENERATORS", "GenerationOutput", "HartGenerationOutput",
-           "check_compatible", "check_hart_compatible", "edit", "filter_logits", "generate", "generate_hart",
-           "generate_var", "guidance_strength", "gumbel_soft_assignment", "resolve_dtype", "sample_ids"]
+           "check_compatible", "check_hart_compatible", "check_text_encoder", "edit", "filter_logits", "generate",
+           "generate_from_prompts", "generate_hart",
+           "generate_var", "guidance_strength", "gumbel_soft_assignment", "prompt_condition", "resolve_dtype",
+           "sample_ids"]
 
 
 def _var(model, tok, labels, *, hart_options: dict, **options) -> GenerationOutput:

@@ -43,6 +43,21 @@ def check_hart_compatible(model, tok) -> None:
         raise ValueError("the tokenizer and the HART transformer disagree: " + "; ".join(problems))
 
 
+def _same_length(a: tuple, b: tuple) -> tuple:
+    """Two (context, mask, positions) batches right padded to the longer T (padding: zero states, mask False,
+    the last position id repeated as cumsum(mask) − 1 gives it, which keeps the image tokens' RoPE offset)."""
+    T = max(a[0].shape[1], b[0].shape[1])
+
+    def pad(context, mask, positions):
+        n = T - context.shape[1]
+        if n == 0:
+            return context, mask, positions
+        return (torch.nn.functional.pad(context, (0, 0, 0, n)), torch.nn.functional.pad(mask, (0, n)),
+                torch.cat([positions, positions[:, -1:].expand(-1, n)], dim=1))
+
+    return (*pad(*a), *pad(*b))
+
+
 @torch.no_grad()
 def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torch.Tensor | None = None,
                   context_position_ids: torch.Tensor | None = None, top_k: int = 0, top_p: float = 0.0,
@@ -50,7 +65,9 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
                   diffusion_temperature: float = 1.0,
                   diffusion_noise: tuple[torch.Tensor, torch.Tensor] | None = None, more_smooth: bool = False,
                   dtype: torch.dtype | str | None = None, decode: bool = True,
-                  return_logits: bool = False, forced: Forced | None = None) -> HartGenerationOutput:
+                  return_logits: bool = False, forced: Forced | None = None,
+                  null_condition: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+                  ) -> HartGenerationOutput:
     """Sample HART ids scale by scale with a KV cache, then the residual, and decode the hybrid latent.
 
     Args:
@@ -66,6 +83,9 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
             still uses the sampled codes.
         forced: ids and residual to take from a reference instead of sampling (``Forced``; built by
             ``artok.sampling.edit``).
+        null_condition: (context (B, T', Dc), mask (B, T'), position ids or None) of the guidance's null branch
+            instead of HART's zero context: an encoded null or negative prompt (``TextEncoderConfig.null_prompt``);
+            T' may differ from T (the shorter one is right padded).
     """
     check_hart_compatible(model, tok)
     check_filtering(top_k, top_p)
@@ -89,7 +109,15 @@ def generate_hart(model, tok, condition, *, cfg_scale: float, context_mask: torc
         context, mask, positions = model.check_context(condition.to(device), context_mask, context_position_ids)
         B, T = context.shape[:2]
         if guided:
-            null_context, null_mask, null_positions = model.null_condition(B, context_tokens=T, device=device)
+            if null_condition is None:
+                null_context, null_mask, null_positions = model.null_condition(B, context_tokens=T, device=device)
+            else:
+                null_context, null_mask, null_positions = model.check_context(null_condition[0].to(device),
+                                                                              *null_condition[1:])
+                if null_context.shape[0] != B:
+                    raise ValueError(f"null_condition has batch {null_context.shape[0]}, the condition {B}")
+                context, mask, positions, null_context, null_mask, null_positions = _same_length(
+                    (context, mask, positions), (null_context, null_mask, null_positions))
             context = torch.cat([context, null_context.to(context.dtype)])
             mask = torch.cat([mask.to(device), null_mask])
             positions = torch.cat([positions.to(device), null_positions])

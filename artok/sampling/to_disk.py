@@ -1,7 +1,8 @@
 """Writing samples to disk: uint8 conversion, one PNG per sample, the grid and the ``.npz`` array that the
 standard ImageNet FID evaluator reads (``arr_0``: uint8, N×H×W×3, plus ``labels``).
 
-Sample i of class c is ``{i:06d}_class{c:04d}.png``; ``artok sample``, ``sample/sample.py`` (``accelerate
+Sample i of class c is ``{i:06d}_class{c:04d}.png``, of prompt p ``{i:06d}_prompt{p:04d}.png`` (the prompts
+in ``prompts.jsonl`` beside them); ``artok sample``, ``sample/sample.py`` (``accelerate
 launch``) and ``artok eval generator`` all write and read this layout through the helpers here.
 """
 from __future__ import annotations
@@ -15,8 +16,10 @@ import numpy as np
 import torch
 
 SAMPLE_NAME = "{index:06d}_class{label:04d}.png"
-SAMPLE_RE = re.compile(r"^(\d{6,})_class(\d{4,})\.png$")
+PROMPT_SAMPLE_NAME = "{index:06d}_prompt{label:04d}.png"
+SAMPLE_RE = re.compile(r"^(\d{6,})_(?:class|prompt)(\d{4,})\.png$")
 GRID_NAME = "grid.png"
+PROMPTS_NAME = "prompts.jsonl"
 NPZ_NAME = "samples.npz"
 GRID_MAX = 64
 
@@ -29,7 +32,7 @@ def existing_samples(out: Path) -> list[Path]:
     """The sample PNGs, grid and npz already in ``out`` (nothing else)."""
     if not out.is_dir():
         return []
-    return [p for p in out.iterdir() if SAMPLE_RE.match(p.name) or p.name in (GRID_NAME, NPZ_NAME)]
+    return [p for p in out.iterdir() if SAMPLE_RE.match(p.name) or p.name in (GRID_NAME, NPZ_NAME, PROMPTS_NAME)]
 
 
 def check_out_dir(out: str | Path, overwrite: bool) -> Path:
@@ -73,13 +76,14 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def write_pngs(out: Path, start: int, labels: list[int], images: np.ndarray) -> list[Path]:
-    """One PNG per image (B, H, W, 3) uint8, numbered from ``start``."""
+def write_pngs(out: Path, start: int, labels: list[int], images: np.ndarray, *, name: str = SAMPLE_NAME) -> list[Path]:
+    """One PNG per image (B, H, W, 3) uint8, numbered from ``start`` (``name``: ``SAMPLE_NAME`` with class
+    labels, ``PROMPT_SAMPLE_NAME`` with prompt numbers)."""
     from PIL import Image
 
     paths = []
     for i, (label, img) in enumerate(zip(labels, images)):
-        path = out / SAMPLE_NAME.format(index=start + i, label=label)
+        path = out / name.format(index=start + i, label=label)
         Image.fromarray(img).save(path)
         paths.append(path)
     return paths
@@ -123,6 +127,18 @@ def write_npz(out: Path, samples: list[tuple[int, int, Path]]) -> Path:
         z.write(labels, "labels.npy")
     tmp.unlink()
     labels.unlink()
+    return path
+
+
+def write_prompts(out: Path, prompts: list[str], plan: list[int], *, seed: int, batch_size: int) -> Path:
+    """``prompts.jsonl``: one line per image, in order: its file, prompt, prompt number and batch seed."""
+    import json
+
+    path = out / PROMPTS_NAME
+    with open(path, "w", encoding="utf-8") as f:
+        for index, p in enumerate(plan):
+            f.write(json.dumps({"file": PROMPT_SAMPLE_NAME.format(index=index, label=p), "prompt": prompts[p],
+                                "prompt_index": p, "seed": seed + index // batch_size}, ensure_ascii=False) + "\n")
     return path
 
 
