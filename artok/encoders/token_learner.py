@@ -18,7 +18,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from artok.encoders.vit import Mlp, ViTEncoder, init_vit_weights
+from artok.encoders.vit import ViTEncoder, init_vit_weights
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from artok.encoders.vit import Block, Mlp, ViTEncoder, init_vit_weights
