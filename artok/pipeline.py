@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-from artok.checkpoint import CONFIG_NAME, FORMAT_VERSION, MODEL_TYPES, CheckpointError, read_config, resolve
+from artok.checkpoint import (
+    CONFIG_NAME, FORMAT_VERSION, MODEL_TYPES, CheckpointError, finish_save, read_config, resolve,
+)
 from artok.config import GeneratorConfig, HartConfig, TextEncoderConfig, TokenizerConfig
 from artok.config.presets import GENERATORS, HARTS, TOKENIZERS
 from artok.models import Generator
@@ -58,7 +60,10 @@ class Pipeline:
         config = getattr(self.generator, "config", None)
         return getattr(config, "context_dim", 0) > 0
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, *, push_to_hub: bool = False, repo_id: str | None = None,
+                        **push_options) -> Path:
+        """Write ``tokenizer/``, ``generator/`` and the pipeline's ``config.json``; with ``push_to_hub=True``
+        upload the folder to ``repo_id`` (see ``artok.checkpoint.push_to_hub`` for the options)."""
         d = Path(directory)
         self.tokenizer.save_pretrained(d / "tokenizer")
         self.generator.save_pretrained(d / "generator")
@@ -68,7 +73,7 @@ class Pipeline:
         else:
             record.unlink(missing_ok=True)
         (d / CONFIG_NAME).write_text(json.dumps({"model_type": "pipeline", "format_version": FORMAT_VERSION}, indent=2))
-        return d
+        return finish_save(d, push=push_to_hub, repo_id=repo_id, **push_options)
 
     def to(self, *args, **kwargs) -> "Pipeline":
         self.tokenizer.to(*args, **kwargs)
@@ -76,9 +81,11 @@ class Pipeline:
         return self
 
 
-def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu"):
-    """Load a tokenizer, a generator or a pipeline from an artok checkpoint directory (or hub repo id)."""
-    d = resolve(path)
+def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu", revision: str | None = None):
+    """Load a tokenizer, a generator or a pipeline from an artok checkpoint directory, or from a Hugging Face
+    Hub repository id (``user/name``, downloaded whole into the standard cache at ``revision``: a branch, tag
+    or commit)."""
+    d = resolve(path, revision=revision)
     meta = read_config(d)
     kind = meta.get("model_type")
     if kind == "pipeline":

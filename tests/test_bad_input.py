@@ -105,5 +105,5 @@ def test_from_pretrained_errors(tmp_path):
 
 def test_hub_id_offline_gives_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CheckpointError, match="could not be downloaded.*huggingface-cli download"):
+    with pytest.raises(CheckpointError, match="could not be downloaded.*hf download"):
         artok.from_pretrained("someone/some-artok-model")

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "artok"
 # the stack, lowest first: a module may import modules of its own layer or of a layer below
 LAYERS = [
     ["config"],
-    ["checkpoint"],
+    ["checkpoint", "model_card"],
     ["quantizers", "encoders", "models", "schedulers"],
     ["tokenizers"],
     ["sampling", "pipeline", "hub", "registry"],  # hub and registry: the old names, re-exported

@@ -60,14 +60,18 @@ def test_parameter_groups_skip_decay_on_codebook_biases_and_norms():
 def test_ema_update_and_state_round_trip():
     model = torch.nn.Linear(2, 2)
     ema = EMA(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update()  # first update: a copy of the model
+    assert torch.equal(ema.shadow.weight, model.weight)
     before = ema.shadow.weight.clone()
     with torch.no_grad():
         model.weight.add_(1.0)
-    ema.update(model)  # first update: d = min(0.9, 1/10) = 0.1
-    assert torch.allclose(ema.shadow.weight, 0.1 * before + 0.9 * model.weight)
+    ema.update()  # second: d = min(0.9, (1 + 1) / (10 + 1))
+    assert torch.allclose(ema.shadow.weight, 2 / 11 * before + 9 / 11 * model.weight)
     other = EMA(torch.nn.Linear(2, 2), decay=0.5)
     other.load_state_dict(ema.state_dict())
-    assert torch.equal(other.shadow.weight, ema.shadow.weight) and other.num_updates == 1 and other.decay == 0.9
+    assert torch.equal(other.shadow.weight, ema.shadow.weight) and other.num_updates == 2 and other.decay == 0.9
     with pytest.raises(ValueError, match="decay"):
         EMA(model, decay=1.0)
 

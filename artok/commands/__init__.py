@@ -1,4 +1,4 @@
 """CLI subcommands. Each module defines ``register(subparsers, formatter_class)``; add new ones here."""
-from artok.commands import convert, edit, encode, eval, info, quickstart, sample, train
+from artok.commands import convert, edit, encode, eval, info, push, quickstart, sample, train
 
-COMMAND_MODULES = [quickstart, train, encode, sample, edit, eval, convert, info]
+COMMAND_MODULES = [quickstart, train, encode, sample, edit, eval, convert, info, push]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from artok.checkpoint import TRAINING_NAME
 from artok.data.transforms import tensor_to_uint8
 
 MIN_TILE = 96  # small images are upscaled (nearest) so that a grid is readable on screen
@@ -129,4 +130,17 @@ def plot_curves(records: list[dict], path: str | Path) -> Path | None:
     path = Path(path)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return path
+
+
+def write_training_summary(directory: Path, cfg, *, steps: int, global_batch: int, seconds: float,
+                           metrics: dict, evaluation: dict | None = None) -> Path:
+    """``training.json`` beside an export: the data it was trained on, how long, and the last logged metrics
+    (and the final evaluation), which the model card of ``artok push`` reports."""
+    data = getattr(cfg, "data", None)
+    summary = {"data": data.to_dict() if data is not None else None, "steps": steps, "global_batch": global_batch,
+               "minutes": round(seconds / 60, 2),
+               "metrics": {k: v for k, v in metrics.items() if k != "step"}, "evaluation": evaluation or {}}
+    path = Path(directory) / TRAINING_NAME
+    path.write_text(json.dumps(summary, indent=2, default=str))
     return path

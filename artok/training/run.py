@@ -24,14 +24,15 @@ from artok.config import ConfigError, TrainConfig
 from artok.training.checkpoint import TrainingState, freeze, initialize_from, resume, save_checkpoint
 from artok.training.ema import EMA
 from artok.training.optim import build_scheduler, time_budget
-from artok.training.report import MetricsLog, plot_curves, save_grid
+from artok.training.report import MetricsLog, plot_curves, save_grid, write_training_summary
+from artok.training.trackers import check_trackers, log_images, start_trackers
 
 
 def build_accelerator(train: TrainConfig):
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import ProjectConfiguration
 
-    trackers = [t for t in train.trackers if t != "none"] or None
+    trackers = check_trackers(train.trackers) or None
     if not torch.distributed.is_initialized():
         # Accelerate keeps one process-wide state; a second run in the same Python process (a notebook, a
         # test session) with another precision or accumulation would be refused without this reset
@@ -49,27 +50,6 @@ def build_accelerator(train: TrainConfig):
                                             total_limit=train.checkpoints_total_limit),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=train.find_unused_parameters)],
     )
-
-
-def flat_config(cfg) -> dict:
-    """Dotted scalar hyper-parameters, as TensorBoard's hparams want them."""
-    out = {}
-
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            out[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
-
-    walk("", cfg.to_dict())
-    return out
-
-
-def log_images(accelerator, name: str, grid: np.ndarray, step: int) -> None:
-    for tracker in accelerator.trackers:
-        if hasattr(tracker, "log_images"):
-            tracker.log_images({name: grid[None]}, step=step, dataformats="NHWC")
 
 
 @contextlib.contextmanager
@@ -323,7 +303,7 @@ def run(objective: Objective, *, progress: bool = True,
     if main and resumed is not None:
         metrics_log.truncate_after(state.step)
     loader, num_samples = objective.loader(accelerator, start=state.samples_seen)
-    accelerator.init_trackers(objective.project, config=flat_config(cfg))
+    start_trackers(accelerator, objective.project, cfg)
     if main:
         where = f"resumed from {resumed} at step {state.step}" if resumed else "fresh start"
         print(f"training {objective.describe(net)} on {accelerator.num_processes} process(es), {num_samples} samples, "
@@ -350,6 +330,11 @@ def run(objective: Objective, *, progress: bool = True,
     def write_export() -> None:
         if main:
             objective.export(snapshot(), out / objective.export_name)
+            summarize()
+
+    def summarize(evaluation: dict | None = None) -> None:  # training.json beside the export, for model cards
+        write_training_summary(out / objective.export_name, cfg, steps=state.step, global_batch=global_batch,
+                               seconds=state.seconds, metrics=record, evaluation=evaluation)
 
     # -- loop: every iteration is one micro-step; per-step work runs when gradients were synchronised -------
     means = RunningMeans()
@@ -367,7 +352,7 @@ def run(objective: Objective, *, progress: bool = True,
         if not accelerator.sync_gradients:
             continue
         if ema is not None:
-            ema.update(net)
+            ema.update()
         clock.tick()
         if clock.due(t.log_every):
             record = {"step": state.step, **means.pop(accelerator), **objective.record(accelerator),
@@ -393,6 +378,7 @@ def run(objective: Objective, *, progress: bool = True,
         run_evaluation(state.step)
     finished = objective.finish(snapshot(), accelerator) if main else {}
     if main:
+        summarize(finished)
         plot_curves(metrics_log.read(), out / "loss_curves.png")
     accelerator.wait_for_everyone()
     accelerator.end_training()
