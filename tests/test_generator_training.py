@@ -254,8 +254,9 @@ def test_hart_needs_a_hybrid_tokenizer(encoded, tmp_path):
         "recipe": {"sample_classes": [0]}, "train": {"out_dir": str(tmp_path / "run"), "trackers": ["none"]}})
     with pytest.raises(ConfigError, match="hybrid tokenizer"):
         train_generator(cfg, progress=False)
-    with pytest.raises(ConfigError, match="class-conditional HART"):
-        GeneratorTrainConfig.from_dict({"generator": "tiny-hart-t2i", "tokenizer": "x", "recipe": {"sample_classes": []}})
+    with pytest.raises(ConfigError, match="needs the text encoder that turns their captions"):  # tests/test_text_training.py
+        GeneratorTrainConfig.from_dict({"generator": "tiny-hart-t2i", "tokenizer": "x",
+                                        "data": {"images": {"source": "procedural"}}}).check_runnable()
 
 
 def test_weight_decay_spares_embeddings_norms_and_biases():

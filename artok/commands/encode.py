@@ -2,6 +2,10 @@
 
 Runs on one process as is, or across processes/GPUs with ``accelerate launch -m artok.cli encode ...``:
 each process encodes its own shards and the main process writes the manifest.
+
+``--captions`` stores each image's caption beside its ids (``captions.jsonl``); ``--text-encoder NAME_OR_DIR``
+also stores the text encoder's outputs (fp16, ``contexts.bin``, the encoder's record and weights hash in the
+manifest), so text-conditioned training does not run the encoder. The main process encodes the captions.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ def run(args) -> int:
     if not isinstance(tok, Tokenizer):
         raise ValueError(f"{args.tokenizer} holds a {type(tok).__name__}, not a tokenizer")
     tok = tok.to(state.device).eval()
-    config = data_config_from_spec(args.data, split=args.split, num_samples=args.num_samples)
+    config = data_config_from_spec(args.data, split=args.split, num_samples=args.num_samples,
+                                   caption_key=args.caption_key)
     source = build_source(config, image_size=tok.image_size, seed=args.seed)
     if args.limit:
         source = torch.utils.data.Subset(source, range(min(args.limit, len(source))))
@@ -31,12 +36,39 @@ def run(args) -> int:
         rank=state.process_index, world_size=state.num_processes, source=args.data, overwrite=args.overwrite,
         barrier=state.wait_for_everyone, progress=state.is_local_main_process or state.num_processes == 1,
     )
+    if manifest is not None and (args.captions or args.text_encoder):
+        from artok.config import TextEncoderConfig
+        from artok.data.captions import write_captions
+        from artok.models.text_encoder import TextEncoder
+
+        encoder = None
+        if args.text_encoder:
+            encoder = TextEncoder(TextEncoderConfig(name_or_path=args.text_encoder, max_length=args.text_max_length,
+                                                    hidden_layer=args.text_hidden_layer, null_prompt=args.null_prompt),
+                                  device=state.device)
+        write_captions(_Captioned(source), args.out, encoder=encoder, batch_size=args.batch_size)
     if manifest is not None:
         for s in manifest["skipped"][:10]:
             print(f"  skipped {s['index']}: {s['reason']}")
         if len(manifest["skipped"]) > 10:
             print(f"  … {len(manifest['skipped']) - 10} more listed in {args.out}/manifest.json")
     return 0
+
+
+class _Captioned:
+    """``caption(i)`` through a ``--limit`` Subset."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def caption(self, i: int) -> str:
+        s = self.source
+        if hasattr(s, "indices"):
+            return s.dataset.caption(s.indices[i])
+        return s.caption(i)
 
 
 def register(sub, formatter_class) -> None:
@@ -58,4 +90,15 @@ def register(sub, formatter_class) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the procedural/skimage sets")
     p.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
     p.add_argument("--overwrite", action="store_true", help="discard an existing encoding made with other settings")
+    text = p.add_argument_group("captions (text-conditioned training)")
+    text.add_argument("--captions", action="store_true", help="store each image's caption beside its ids")
+    text.add_argument("--caption-key", default="caption",
+                      help="text column of a Hugging Face dataset / field of a tar sample's .json member")
+    text.add_argument("--text-encoder", metavar="NAME_OR_DIR",
+                      help="also store this text encoder's outputs for the captions (fp16), e.g. "
+                           "mit-han-lab/Qwen2-VL-1.5B-Instruct or a local folder")
+    text.add_argument("--text-max-length", type=int, default=300, help="prompt tokens (padded / truncated)")
+    text.add_argument("--text-hidden-layer", type=int, default=-1, help="which hidden state (-1: the last)")
+    text.add_argument("--null-prompt", default=None,
+                      help="prompt whose context caption dropout trains (default: HART's zero context)")
     p.set_defaults(func=run)

@@ -22,7 +22,9 @@ def run_generator(args) -> int:
     if args.data:
         from artok.data import data_config_from_spec
 
-        data.setdefault("data", {})["images"] = data_config_from_spec(args.data).to_dict()
+        data.setdefault("data", {})["images"] = data_config_from_spec(args.data, caption_key=args.caption_key).to_dict()
+    if args.text_encoder:
+        data["text_encoder"] = {**(data.get("text_encoder") or {}), "name_or_path": args.text_encoder}
     for flag, key in ((args.out_dir, "out_dir"), (args.mixed_precision, "mixed_precision")):
         if flag:
             data.setdefault("train", {})[key] = flag
@@ -50,6 +52,10 @@ def register_generator(targets, formatter_class) -> None:
         epilog="examples:\n"
                "  artok train generator --generator tiny-var --tokenizer runs/tok/tokenizer --tokens tokens/shapes "
                "--out-dir runs/gen\n"
+               "  artok train generator --generator tiny-hart-t2i --tokenizer runs/hart-tok --tokens tokens/captioned "
+               "--out-dir runs/t2i   # contexts stored by artok encode --text-encoder\n"
+               "  artok train generator --generator tiny-hart-t2i --tokenizer runs/hart-tok --data captioned/ "
+               "--text-encoder models/qwen2 --text_encoder.max_length=8 --out-dir runs/t2i\n"
                "  artok train generator --config configs/train/var-d16.yaml --num-processes 8 --mixed-precision bf16")
     p.add_argument("--config", help="training YAML (configs/train/var-*.yaml, configs/tiny/train-var-generator.yaml)")
     p.add_argument("--generator", help="generator preset, VAR (var-d16, ..., tiny-var) or HART (hart-c2i-d20-256, tiny-hart-c2i); replaces the config's")
@@ -57,6 +63,10 @@ def register_generator(targets, formatter_class) -> None:
     p.add_argument("--tokens", help="token shards written by artok encode (data.tokens)")
     p.add_argument("--data", help="images to tokenize on the fly when there are no shards (data.images): a folder, "
                                   "tar shards, hf:NAME, or procedural, fashion-mnist, skimage")
+    p.add_argument("--text-encoder", metavar="NAME_OR_DIR",
+                   help="text-conditioned HART: the text encoder of the captions (text_encoder.name_or_path)")
+    p.add_argument("--caption-key", default="caption",
+                   help="with --data: the caption column of a Hugging Face dataset / field of a tar .json member")
     p.add_argument("--out-dir", help="shortcut for train.out_dir")
     p.add_argument("--num-processes", type=int, default=1, help="processes to launch with accelerate")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="shortcut for train.mixed_precision")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from artok.config.base import Config, ConfigError, _choice
 from artok.config.generator import GeneratorConfig, HartConfig
 from artok.config.presets import HART_PRESETS, generator_config, hart_config, tokenizer_config
+from artok.config.text import TextEncoderConfig
 from artok.config.tokenizer import TokenizerConfig
 
 # ---------------------------------------------------------------------------------------------------------
@@ -34,7 +35,9 @@ class DataConfig(Config):
     offline set: ``fashion-mnist``, ``skimage`` (random crops of scikit-image's photos), ``procedural``.
     ``resize`` is the shorter side before cropping (None: the image size, so crops keep the whole width).
     ``pad_small``: images smaller than the model's size are padded with black (centred) instead of
-    upscaled, as Fashion-MNIST's 28 px images are usually padded to 32 px.
+    upscaled, as Fashion-MNIST's 28 px images are usually padded to 32 px. ``caption_key``: the text column of
+    a Hugging Face dataset, or the field of a tar sample's ``.json`` member, that text-conditioned training
+    reads (folders: a ``.txt`` beside each image; tar shards: a ``.txt`` member first).
     """
 
     source: str = "procedural"
@@ -42,6 +45,7 @@ class DataConfig(Config):
     split: str = "train"
     image_key: str = "image"
     label_key: str = "label"
+    caption_key: str = "caption"
     num_samples: int = 10000
     resize: int | None = None
     crop: str = "random"
@@ -221,6 +225,8 @@ class GeneratorDataConfig(Config):
     manifest must name the same tokenizer weights as ``GeneratorTrainConfig.tokenizer``. With several views
     per image (hflip, ten-crop), ``views: random`` draws one view per image per epoch (LlamaGen) and
     ``views: all`` treats every view as its own sample. Without ``tokens``, ``images`` are tokenized on the fly.
+    A text-conditioned generator reads the captions (and contexts) that ``artok encode --captions`` /
+    ``--text-encoder`` stored beside the ids, or each image's caption (``images.caption_key``).
     """
 
     tokens: str | None = None
@@ -241,7 +247,9 @@ class GeneratorRecipeConfig(Config):
     ``scale_lr``: the learning rate is ``train.lr × global batch / 256`` (VAR's ``tblr``). ``label_smoothing``
     of the cross-entropy. Progressive training over scales: start with ``progressive_start`` scales and add
     scales linearly until all are trained at ``progressive_steps`` (0 disables). Sample grids every
-    ``train.sample_every`` steps use the fixed ``sample_classes`` and ``sample_seed``.
+    ``train.sample_every`` steps use the fixed ``sample_classes`` and ``sample_seed``; a text-conditioned
+    generator's grids have one row per ``sample_prompts`` (default: the first distinct captions of the data, as
+    many as ``sample_classes``).
     """
 
     scale_lr: bool = True
@@ -249,6 +257,7 @@ class GeneratorRecipeConfig(Config):
     progressive_start: int = 0
     progressive_steps: int = 0
     sample_classes: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
+    sample_prompts: tuple[str, ...] = ()
     samples_per_class: int = 2
     sample_seed: int = 0
     sample_cfg: float = 1.5
@@ -277,11 +286,17 @@ def _generator_train_defaults() -> TrainConfig:
 @dataclass
 class GeneratorTrainConfig(Config):
     """A generator training run: the model (a ``GeneratorConfig`` for VAR/raster generators, a ``HartConfig``
-    for class-conditional HART with its residual diffusion head, or a preset name of either in YAML), the
-    tokenizer checkpoint whose ids it models, the data, the recipe and the runtime knobs."""
+    for class-conditional or text-conditioned HART with its residual diffusion head, or a preset name of either
+    in YAML), the tokenizer checkpoint whose ids it models, the data, the recipe and the runtime knobs.
+
+    ``text_encoder`` (text-conditioned HART): the encoder that turns captions into contexts, recorded in the
+    exported pipeline; it may be left out when ``data.tokens`` stores contexts (their record is used). Caption
+    dropout for guidance is ``generator.class_dropout``: a dropped caption becomes the record's null prompt
+    (HART's zero context by default)."""
 
     generator: GeneratorConfig | HartConfig = field(default_factory=GeneratorConfig)
     tokenizer: str = ""
+    text_encoder: TextEncoderConfig | None = None
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     recipe: GeneratorRecipeConfig = field(default_factory=GeneratorRecipeConfig)
     train: TrainConfig = field(default_factory=_generator_train_defaults)
@@ -300,15 +315,19 @@ class GeneratorTrainConfig(Config):
     def is_hart(self) -> bool:
         return isinstance(self.generator, HartConfig)
 
+    @property
+    def text_conditioned(self) -> bool:
+        return self.is_hart and not self.generator.class_conditional
+
     def validate(self) -> None:
-        if self.is_hart and not self.generator.class_conditional:
-            raise ConfigError("generator: the trainer trains class-conditional HART (num_classes > 0); text-to-image "
-                              "HART needs text-encoder contexts per image, which token shards do not hold")
+        if self.text_encoder is not None and not self.text_conditioned:
+            raise ConfigError("text_encoder: the generator is class-conditional; text conditioning needs a "
+                              "text-to-image HART (generator.context_dim > 0, num_classes 0, e.g. tiny-hart-t2i)")
         p = self.recipe.progressive_start
         if p and (self.is_hart or p > len(self.generator.scales) or self.generator.block_unit != "scale"):
             raise ConfigError(f"recipe.progressive_start={p}: progressive training needs next-scale blocks and at "
                               f"most {len(self.generator.scales)} scales")
-        if any(c >= self.generator.num_classes for c in self.recipe.sample_classes):
+        if not self.text_conditioned and any(c >= self.generator.num_classes for c in self.recipe.sample_classes):
             raise ConfigError(f"recipe.sample_classes {self.recipe.sample_classes} must be below "
                               f"num_classes={self.generator.num_classes}")
 
@@ -319,3 +338,7 @@ class GeneratorTrainConfig(Config):
                               "required (artok convert / artok train tokenizer write one)")
         if self.data.tokens is None and self.data.images is None:
             raise ConfigError("data: give data.tokens (a directory from artok encode) or data.images")
+        if self.text_conditioned and self.text_encoder is None and self.data.tokens is None:
+            raise ConfigError("text_encoder: a text-conditioned HART trained on images needs the text encoder that "
+                              "turns their captions into contexts (--text-encoder NAME_OR_DIR), or train on "
+                              "data.tokens encoded with `artok encode --text-encoder`")

@@ -26,9 +26,10 @@ def build_source(config: DataConfig, *, image_size: int, seed: int = 0, split: s
     if config.source == "folder":
         return ImageFolder(config.path)
     if config.source == "hf":
-        return HFImageDataset(config.path, split=split, image_key=config.image_key, label_key=config.label_key)
+        return HFImageDataset(config.path, split=split, image_key=config.image_key, label_key=config.label_key,
+                              caption_key=config.caption_key)
     if config.source == "webdataset":
-        return TarShards(config.path, label_key=config.label_key)
+        return TarShards(config.path, label_key=config.label_key, caption_key=config.caption_key)
     if config.source == "fashion-mnist":
         return FashionMNIST(config.path, split=split)
     if config.source == "skimage":
@@ -41,11 +42,13 @@ def build_source(config: DataConfig, *, image_size: int, seed: int = 0, split: s
 
 
 def build_dataset(config: DataConfig, *, image_size: int, train: bool = True, seed: int = 0,
-                  split: str | None = None) -> TrainingSet:
-    """Source + transform: random crops and flips for training, center crops for evaluation."""
+                  split: str | None = None, captions: bool = False) -> TrainingSet:
+    """Source + transform: random crops and flips for training, center crops for evaluation; ``captions``
+    adds each sample's caption (text-conditioned training)."""
     transform = ImageTransform(image_size, resize=config.resize, crop=config.crop if train else "center",
                                horizontal_flip=config.horizontal_flip and train, pad_small=config.pad_small)
-    return TrainingSet(build_source(config, image_size=image_size, seed=seed, split=split), transform, seed=seed)
+    return TrainingSet(build_source(config, image_size=image_size, seed=seed, split=split), transform, seed=seed,
+                       captions=captions)
 
 
 def data_config_from_spec(spec: str, **fields) -> DataConfig:

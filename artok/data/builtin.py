@@ -5,7 +5,8 @@
 - ``SkimagePhotos``: random crops of the photos bundled with scikit-image (optional dependency); the label
   is the photo.
 - ``ProceduralShapes``: ten classes of anti-aliased shapes and textures on gradient backgrounds, drawn
-  from the sample index alone; needs nothing.
+  from the sample index alone; needs nothing. ``caption(i)`` names the colour and the shape ("a red circle",
+  "blue vertical stripes") for text-conditioned training.
 """
 from __future__ import annotations
 
@@ -101,6 +102,9 @@ class FashionMNIST(Dataset):
     def name(self, index: int) -> str:
         return f"fashion-mnist[{index}]"
 
+    def caption(self, index: int) -> str:
+        return f"a photo of a {self.classes[int(self.labels[index])].lower()}"
+
 
 # ---------------------------------------------------------------------------------------------------------
 # scikit-image's bundled photos, as random crops
@@ -152,6 +156,10 @@ class SkimagePhotos(Dataset):
     def name(self, index: int) -> str:
         return f"skimage[{index}]"
 
+    def caption(self, index: int) -> str:
+        label = int(np.random.default_rng((self.seed, index)).integers(len(self.photos)))  # as __getitem__ draws it
+        return f"a crop of {self.classes[label].replace('_', ' ')}"
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Procedural shapes
@@ -177,23 +185,47 @@ def _contrasting(rng: np.random.Generator, background: np.ndarray) -> tuple[int,
     return tuple(int(255 - c) for c in background)
 
 
-def _gradient(size: int, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
+# the names captions use for a shape's colour: the nearest of these in RGB
+COLOUR_NAMES = {"red": (220, 40, 40), "orange": (240, 140, 30), "yellow": (235, 225, 50), "green": (50, 170, 60),
+                "cyan": (60, 210, 220), "blue": (40, 70, 220), "purple": (140, 60, 190), "pink": (240, 130, 190),
+                "white": (245, 245, 245), "black": (15, 15, 15), "gray": (128, 128, 128), "brown": (130, 80, 40)}
+
+
+def _palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float, tuple[int, int, int]]:
+    """The first draws of a shape: gradient ends a, b, its angle, and the contrasting foreground colour."""
     a, b = np.array(_colour(rng), float), np.array(_colour(rng), float)
     b = a + (b - a) * 0.5  # a gentle gradient: the shape stays the subject
     angle = rng.uniform(0, 2 * np.pi)
+    return a, b, angle, _contrasting(rng, (a + b) / 2)
+
+
+def colour_name(rgb) -> str:
+    """The nearest name of ``COLOUR_NAMES``."""
+    rgb = np.asarray(rgb, float)
+    return min(COLOUR_NAMES, key=lambda n: float(((np.asarray(COLOUR_NAMES[n]) - rgb) ** 2).sum()))
+
+
+def shape_caption(label: int, rng: np.random.Generator) -> str:
+    """The caption of the shape ``draw_shape(label, size, rng)`` draws with a generator in the same state:
+    its colour and name, "a red circle" or "blue vertical stripes"."""
+    colour, name = colour_name(_palette(rng)[3]), PROCEDURAL_CLASSES[label]
+    return f"{colour} {name}" if name.endswith("stripes") else f"a {colour} {name}"
+
+
+def _gradient(size: int, a: np.ndarray, b: np.ndarray, angle: float) -> Image.Image:
     ys, xs = np.mgrid[0:size, 0:size] / max(size - 1, 1)
     t = (np.cos(angle) * xs + np.sin(angle) * ys)
     t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
     array = a[None, None] * (1 - t[..., None]) + b[None, None] * t[..., None]
-    return Image.fromarray(array.round().astype(np.uint8), "RGB"), (a + b) / 2
+    return Image.fromarray(array.round().astype(np.uint8), "RGB")
 
 
 def draw_shape(label: int, size: int, rng: np.random.Generator) -> Image.Image:
     """One procedural image of class ``label`` at ``size`` × ``size`` pixels."""
     big = size * SUPERSAMPLING
-    image, mean_bg = _gradient(big, rng)
+    a, b, angle, fg = _palette(rng)
+    image = _gradient(big, a, b, angle)
     draw = ImageDraw.Draw(image)
-    fg = _contrasting(rng, mean_bg)
     r = rng.uniform(0.22, 0.4) * big
     cx, cy = rng.uniform(r, big - r), rng.uniform(r, big - r)
     name = PROCEDURAL_CLASSES[label]
@@ -249,3 +281,9 @@ class ProceduralShapes(Dataset):
 
     def name(self, index: int) -> str:
         return f"procedural[{index}]"
+
+    def caption(self, index: int) -> str:
+        """"a red circle", "blue vertical stripes": the colour and the shape of sample ``index``."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} outside the {self.num_samples} procedural samples")
+        return shape_caption(index % len(PROCEDURAL_CLASSES), np.random.default_rng((self.seed, index)))

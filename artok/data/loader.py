@@ -16,7 +16,8 @@ SUBSTITUTE_STRIDE = 7919  # a prime: substitutes for a bad file are spread over 
 
 
 class TrainingSet(Dataset):
-    """Wraps a source dataset: ``dataset[(index, epoch)]`` → {"image": (3, S, S), "label", "bad_files"}.
+    """Wraps a source dataset: ``dataset[(index, epoch)]`` → {"image": (3, S, S), "label", "bad_files"}, and
+    with ``captions`` the source's ``caption(index)`` as "caption" (a sample without one counts as unreadable).
 
     The augmentation of sample (index, epoch) is drawn from a generator seeded with (seed, epoch, index),
     so it does not depend on which worker or process loads it. An unreadable file is replaced by another
@@ -24,8 +25,12 @@ class TrainingSet(Dataset):
     size and the run goes on.
     """
 
-    def __init__(self, source: Dataset, transform: ImageTransform, *, seed: int = 0) -> None:
-        self.source, self.transform, self.seed = source, transform, seed
+    def __init__(self, source: Dataset, transform: ImageTransform, *, seed: int = 0, captions: bool = False) -> None:
+        self.source, self.transform, self.seed, self.captions = source, transform, seed, captions
+        if captions and not hasattr(source, "caption"):
+            raise ValueError(f"{type(source).__name__} has no captions; text-conditioned training needs a folder "
+                             "with a .txt beside each image, tar shards with .txt/.json members, a Hugging Face "
+                             "dataset with a text column (data.caption_key), or the procedural shapes")
 
     def __len__(self) -> int:
         return len(self.source)
@@ -40,21 +45,28 @@ class TrainingSet(Dataset):
             i = (index + attempt * SUBSTITUTE_STRIDE) % len(self.source)
             try:
                 image, label = self.source[i]
+                caption = self.source.caption(i) if self.captions else None
             except BadImageError as e:
                 bad.append(f"{self._name(i)}\t{str(e).removeprefix(self._name(i) + ': ')}")
                 continue
             generator = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF_FFFF_FFFF)
-            return {"image": self.transform(image, generator), "label": int(label), "bad_files": bad}
+            item = {"image": self.transform(image, generator), "label": int(label), "bad_files": bad}
+            if self.captions:
+                item["caption"] = caption
+            return item
         raise RuntimeError(f"{MAX_CONSECUTIVE_BAD} unreadable files in a row starting at {self._name(index)}; "
                            f"the data source looks broken. First errors: {'; '.join(bad[:3])}")
 
 
 def collate(samples: list[dict]) -> dict:
-    return {
+    batch = {
         "images": torch.stack([s["image"] for s in samples]),  # (B, 3, S, S)
         "labels": torch.tensor([s["label"] for s in samples], dtype=torch.long),
         "bad_files": [b for s in samples for b in s["bad_files"]],
     }
+    if "caption" in samples[0]:
+        batch["captions"] = [s["caption"] for s in samples]
+    return batch
 
 
 class InfiniteShardedSampler(Sampler):

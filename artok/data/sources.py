@@ -1,7 +1,9 @@
 """Image datasets on disk: image folders, Hugging Face ``datasets``, and WebDataset tar shards.
 
 Each returns ``(PIL RGB image, label)`` from ``__getitem__`` and raises ``BadImageError`` for a sample
-that cannot be decoded; ``name(i)`` says which file that was. Decoding goes through ``load_image``, so
+that cannot be decoded; ``name(i)`` says which file that was, and ``caption(i)`` gives its text for
+text-conditioned training (a ``.txt`` file beside an image, a ``.txt`` or ``.json`` member of a tar sample, a
+text column of a Hugging Face dataset), raising ``BadImageError`` when a sample has none. Decoding goes through ``load_image``, so
 every source handles CMYK, 16-bit, grayscale, palette and RGBA files the same way.
 """
 from __future__ import annotations
@@ -48,6 +50,13 @@ class ImageFolder(Dataset):
     def name(self, index: int) -> str:
         return str(self.files[index])
 
+    def caption(self, index: int) -> str:
+        """The text of ``photo.txt`` beside ``photo.jpg``."""
+        path = self.files[index].with_suffix(".txt")
+        if not path.is_file():
+            raise BadImageError(f"{self.files[index]}: no caption ({path.name} beside the image)")
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Hugging Face datasets
@@ -78,7 +87,8 @@ class HFImageDataset(Dataset):
     a corrupt row is reported and skipped instead of raising inside ``datasets``.
     """
 
-    def __init__(self, path: str, *, split: str = "train", image_key: str = "image", label_key: str = "label") -> None:
+    def __init__(self, path: str, *, split: str = "train", image_key: str = "image", label_key: str = "label",
+                 caption_key: str = "caption") -> None:
         import datasets
 
         data = _load_hf(path, split)
@@ -89,6 +99,7 @@ class HFImageDataset(Dataset):
             data = data.cast_column(image_key, datasets.Image(decode=False))
         self.data, self.path, self.image_key = data, path, image_key
         self.label_key = label_key if label_key in data.column_names else None
+        self.caption_key = caption_key
 
     def __len__(self) -> int:
         return len(self.data)
@@ -117,6 +128,18 @@ class HFImageDataset(Dataset):
 
     def name(self, index: int) -> str:
         return f"{self.path}[{index}]"
+
+    def caption(self, index: int) -> str:
+        """The ``caption_key`` column (``--caption-key``, ``data.caption_key``)."""
+        if self.caption_key not in self.data.column_names:
+            raise BadImageError(f"{self.name(index)}: no caption column '{self.caption_key}' (columns: "
+                                f"{', '.join(self.data.column_names)}); set data.caption_key")
+        value = self.data[index][self.caption_key]
+        if isinstance(value, (list, tuple)):  # several captions per image: the first
+            value = value[0] if value else None
+        if not isinstance(value, str):
+            raise BadImageError(f"{self.name(index)}: caption is {type(value).__name__}, not text")
+        return value.strip()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -148,13 +171,16 @@ class TarShards(Dataset):
 
     A sample is the group of members sharing a key (the member path up to the first dot of its file
     name); its image is the first member with an image extension, its label the integer in its ``.cls``
-    (or ``.<label_key>``) member. The shards are indexed once (tar headers only), then each sample is read
+    (or ``.<label_key>``) member, its caption the text of its ``.txt`` member or the ``caption_key`` field of
+    its ``.json`` member. The shards are indexed once (tar headers only), then each sample is read
     with one seek, so shuffling, sharding over processes and exact resumption work as for a folder.
     """
 
-    def __init__(self, pattern: str, *, label_key: str = "label") -> None:
+    def __init__(self, pattern: str, *, label_key: str = "label", caption_key: str = "caption") -> None:
         self.shards = expand_shards(pattern)
+        self.caption_key = caption_key
         self.samples: list[tuple[int, str, tuple[int, int], tuple[int, int] | None]] = []
+        self.texts: list[tuple[str, tuple[int, int]] | None] = []  # per sample: ("txt" | "json", where)
         label_exts = ("cls", label_key)
         for shard_index, shard in enumerate(self.shards):
             groups: dict[str, dict[str, tuple[int, int]]] = {}
@@ -177,6 +203,7 @@ class TarShards(Dataset):
                     continue
                 label = next((members[e] for e in label_exts if e in members), None)
                 self.samples.append((shard_index, key, image, label))
+                self.texts.append(next(((e, members[e]) for e in ("txt", "json") if e in members), None))
         if not self.samples:
             raise FileNotFoundError(f"no image samples in the tar shards '{pattern}'")
         self._handles: dict[int, object] = {}
@@ -206,6 +233,25 @@ class TarShards(Dataset):
     def name(self, index: int) -> str:
         shard_index, key, _, _ = self.samples[index]
         return f"{self.shards[shard_index]}:{key}"
+
+    def caption(self, index: int) -> str:
+        """The sample's ``.txt`` member, or the ``caption_key`` field of its ``.json`` member."""
+        text = self.texts[index]
+        if text is None:
+            raise BadImageError(f"{self.name(index)}: no caption (.txt or .json member)")
+        kind, where = text
+        raw = self._read(self.samples[index][0], where).decode("utf-8", "replace")
+        if kind == "txt":
+            return raw.strip()
+        import json
+
+        try:
+            value = json.loads(raw).get(self.caption_key)
+        except (json.JSONDecodeError, AttributeError):
+            raise BadImageError(f"{self.name(index)}: its .json member is not a JSON object") from None
+        if not isinstance(value, str):
+            raise BadImageError(f"{self.name(index)}: its .json member has no text field '{self.caption_key}'")
+        return value.strip()
 
     def __getstate__(self):
         return {**self.__dict__, "_handles": {}}  # file handles do not cross process boundaries

@@ -1,7 +1,8 @@
 """What VAR and HART training share: the frozen tokenizer whose ids the generator models, the token data,
 progressive scales, VAR's learning-rate scaling and weight-decay rule, class-per-row sample grids, and the
 export of the tokenizer with the EMA generator as a pipeline (``out_dir/pipeline``, for ``artok sample``).
-A subclass builds its model and computes the loss of a batch of ids (``token_loss``)."""
+A subclass builds its model, says what conditions a batch (``condition``: class labels here) and computes the
+loss of a batch of ids (``token_loss``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,6 +58,7 @@ class GeneratorObjective(Objective):
     def __init__(self, cfg: GeneratorTrainConfig) -> None:
         super().__init__(cfg)
         self.num_scales = 0
+        self.text_record = None  # a text-conditioned generator's TextEncoderConfig, exported with the pipeline
 
     def setup(self, accelerator) -> None:
         self.device = accelerator.device
@@ -65,10 +67,15 @@ class GeneratorObjective(Objective):
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 
-    def token_loss(self, model: nn.Module, ids: list[torch.Tensor], labels: torch.Tensor,
+    def token_loss(self, model: nn.Module, ids: list[torch.Tensor], labels,
                    residual: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss of ids per scale (B, pn²), labels (B,) and (hybrid) residuals (B, C, h, w)."""
+        """The loss of ids per scale (B, pn²), the condition (``condition``'s: labels (B,)) and (hybrid)
+        residuals (B, C, h, w)."""
         raise NotImplementedError
+
+    def condition(self, batch: dict, labels: torch.Tensor):
+        """What conditions a batch: its class labels, unlabelled records mapped to the null class."""
+        return map_labels(labels, self.model.num_classes)
 
     def build(self, accelerator) -> nn.Module:
         self.model = self.build_model()
@@ -90,11 +97,11 @@ class GeneratorObjective(Objective):
 
     def loss(self, model: nn.Module, batch: dict, *, step: int):
         ids, labels, residual = batch_ids(batch, self.tok, self.device, hybrid=self.hybrid)
-        labels = map_labels(labels, self.model.num_classes)
+        condition = self.condition(batch, labels)
         recipe = self.cfg.recipe
         self.num_scales = active_scales(step, num_scales=len(self.tok.scales), start=recipe.progressive_start,
                                         steps=recipe.progressive_steps)
-        return self.token_loss(model, ids, labels, residual)
+        return self.token_loss(model, ids, condition, residual)
 
     def batch_size(self, batch: dict) -> int:
         return batch["labels"].shape[0]
@@ -106,4 +113,4 @@ class GeneratorObjective(Objective):
         return sample_grid(net, self.tok, self.cfg.recipe, device)
 
     def export(self, net: nn.Module, directory: Path) -> None:
-        Pipeline(self.tok, net).save_pretrained(directory)
+        Pipeline(self.tok, net, self.text_record).save_pretrained(directory)

@@ -1,18 +1,41 @@
-"""HART training (class-conditional, on a hybrid tokenizer's ids and residuals): condition dropout, MAR
-masking of the last scale, cross-entropy of every kept token, and the residual diffusion head's loss on the
+"""HART training (class- or text-conditioned, on a hybrid tokenizer's ids and residuals): condition dropout,
+MAR masking of the last scale, cross-entropy of every kept token, and the residual diffusion head's loss on the
 kept last-scale tokens (HART's ``HARTForT2I.forward``). The model is called only through its forward and
-public methods."""
+public methods.
+
+Text conditioning: each batch's captions go through the text encoder (``TextEncoder``), or come as the
+contexts ``artok encode --text-encoder`` stored; a dropped caption (``class_dropout``) becomes HART's zero
+context, or the encoded null prompt when the encoder's record names one. Grids have one row per prompt.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from artok.config import ConfigError
+from artok.data import build_source
+from artok.models.text_encoder import TextEncoder
 from artok.pipeline import build_hart
-from artok.sampling import filter_logits
+from artok.sampling import check_text_encoder, filter_logits, generate
 from artok.training.objectives.generator import GeneratorObjective
+from artok.training.report import class_grid
+from artok.training.token_data import caption_store
+
+
+@dataclass
+class TextCondition:
+    """A batch's text condition: context (B, T, D), mask (B, T), position ids (B, T) and the dropout flags
+    (None: ``hart_losses`` draws them, zeroing the dropped contexts as HART does)."""
+
+    context: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    drop: torch.Tensor | None = None
 
 
 def draw_ids(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 0.0,
@@ -86,12 +109,14 @@ class HartLosses(nn.Module):
         super().__init__()
         self.hart = hart
 
-    def forward(self, ids, inputs, labels, residual, codebook) -> dict[str, torch.Tensor]:
-        return hart_losses(self.hart, ids, inputs, labels, residual=residual, codebook=codebook)
+    def forward(self, ids, inputs, condition, residual, codebook, context_mask=None, context_position_ids=None,
+                drop=None) -> dict[str, torch.Tensor]:
+        return hart_losses(self.hart, ids, inputs, condition, residual=residual, codebook=codebook,
+                           context_mask=context_mask, context_position_ids=context_position_ids, drop=drop)
 
 
 class HartObjective(GeneratorObjective):
-    """A class-conditional ``HartTransformer`` with its residual diffusion head."""
+    """A class- or text-conditioned ``HartTransformer`` with its residual diffusion head."""
 
     hybrid = True
 
@@ -100,20 +125,107 @@ class HartObjective(GeneratorObjective):
         if not self.tok.is_hybrid:
             raise ConfigError(f"tokenizer: HART trains on a hybrid tokenizer's ids and residuals; {self.cfg.tokenizer} "
                               f"holds a {self.tok.config.quantizer.kind} tokenizer")
+        if self.cfg.text_conditioned:
+            self.setup_text(accelerator.device)
 
+    # -- text conditioning ---------------------------------------------------------------------------------
+    def setup_text(self, device) -> None:
+        """The text encoder (unless every context is stored), the record to export, the null prompt's
+        context, and the grid's prompts with their contexts."""
+        cfg = self.cfg
+        self.store = caption_store(cfg)
+        stored = self.store is not None and self.store.has_contexts
+        record = cfg.text_encoder if cfg.text_encoder is not None else self.store.record
+        self.encoder = None
+        if not stored or cfg.recipe.sample_prompts:
+            self.encoder = TextEncoder(record, device=device)
+            record = self.encoder.record()
+        self.text_record = record
+        self.null = None  # (context (T, D), mask (T,)) of the null prompt, or None: HART's zero context
+        if record.null_prompt is not None:
+            if self.encoder is not None:
+                null = self.encoder.null_context(1)
+                self.null = (null.context[0], null.mask[0])
+            else:
+                self.null = self.store.null_context()
+        self.grid_prompts = list(cfg.recipe.sample_prompts) or self.first_captions(len(cfg.recipe.sample_classes))
+        if self.encoder is not None:
+            text = self.encoder(self.grid_prompts)
+            self.grid_context = (text.context, text.mask)
+        else:  # the stored contexts of the inputs with those captions
+            first = {c: i for i, c in reversed(list(enumerate(self.store.captions))) if c is not None}
+            pairs = [self.store.context(first[p]) for p in self.grid_prompts]
+            self.grid_context = (torch.stack([c for c, _ in pairs]), torch.stack([m for _, m in pairs]))
+
+    def first_captions(self, n: int, *, scan: int = 10000) -> list[str]:
+        """The first ``n`` distinct captions of the data (of its first ``scan`` inputs)."""
+        if self.store is not None:
+            captions = self.store.captions[:scan]
+        else:
+            source = build_source(self.cfg.data.images, image_size=self.tok.image_size, seed=self.cfg.train.seed)
+            captions = []
+            for i in range(min(scan, len(source))):
+                try:
+                    captions.append(source.caption(i))
+                except Exception:  # an input without a caption is skipped here as in training
+                    continue
+                if len(set(captions)) >= n:
+                    break
+        distinct = list(dict.fromkeys(c for c in captions if c))[:n]
+        if not distinct:
+            raise ConfigError("data: no captions found for the sample grids; set recipe.sample_prompts")
+        return distinct
+
+    def condition(self, batch: dict, labels: torch.Tensor):
+        if not self.cfg.text_conditioned:
+            return super().condition(batch, labels)
+        if "context" in batch:
+            context, mask = batch["context"].to(self.device), batch["context_mask"].to(self.device).bool()
+        else:
+            text = self.encoder(batch["captions"])
+            context, mask = text.context, text.mask
+        drop = None
+        if self.null is not None and self.cfg.generator.class_dropout > 0:  # dropped captions → the null prompt
+            drop = torch.rand(context.shape[0]).to(self.device) < self.cfg.generator.class_dropout
+            null_context, null_mask = (t.to(self.device) for t in self.null)
+            context = torch.where(drop[:, None, None], null_context.to(context.dtype), context)
+            mask = torch.where(drop[:, None], null_mask, mask)
+            drop = torch.zeros_like(drop)  # replaced here, not zeroed by the model
+        return TextCondition(context, mask, mask.long().cumsum(1) - 1, drop)
+
+    def grid(self, net: nn.Module, device) -> np.ndarray:
+        if not self.cfg.text_conditioned:
+            return super().grid(net, device)
+        recipe, n = self.cfg.recipe, self.cfg.recipe.samples_per_class
+        context, mask = (t.to(device).repeat_interleave(n, dim=0) for t in self.grid_context)
+        null = None
+        if self.null is not None:
+            null = tuple(t.to(device)[None].expand(len(context), *t.shape) for t in self.null) + (None,)
+        rng = torch.Generator(device=device).manual_seed(recipe.sample_seed)
+        out = generate(net, self.tok, context, cfg_scale=recipe.sample_cfg, top_k=recipe.sample_top_k,
+                       top_p=recipe.sample_top_p, generator=rng, context_mask=mask, null_condition=null)
+        return class_grid(out.images.cpu(), rows=len(self.grid_prompts))
+
+    # -- the model -------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         return build_hart(self.cfg.generator)
 
     def build(self, accelerator) -> nn.Module:
         model = super().build(accelerator)
+        if self.cfg.text_conditioned and self.encoder is not None:
+            check_text_encoder(model, self.encoder)
         self.codebook = self.tok.indices_to_codes(torch.arange(self.tok.codebook_size, device=accelerator.device))
         return model
 
     def trainable(self, net: nn.Module) -> nn.Module:
         return HartLosses(net)
 
-    def token_loss(self, model, ids, labels, residual):
+    def token_loss(self, model, ids, condition, residual):
         with torch.no_grad():
             inputs = self.tok.teacher_inputs(ids)
-        losses = model(ids, inputs, labels, residual, self.codebook)
+        if isinstance(condition, TextCondition):
+            losses = model(ids, inputs, condition.context, residual, self.codebook, context_mask=condition.mask,
+                           context_position_ids=condition.positions, drop=condition.drop)
+        else:
+            losses = model(ids, inputs, condition, residual, self.codebook)
         return losses["loss"], {k: v.detach().float() for k, v in losses.items()}
