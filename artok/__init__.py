@@ -24,6 +24,7 @@ _EXPORTS = {
     "build_generator": "artok.pipeline",
     "build_tokenizer": "artok.pipeline",
     "from_pretrained": "artok.pipeline",
+    "push_to_hub": "artok.checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -31,7 +31,7 @@ def summary(model_type: str, cfg: dict, num_parameters: int | None) -> list[tupl
     """(field, value) rows describing one model from its config."""
     rows = [("model type", f"`{model_type}`")]
     if num_parameters is not None:
-        rows.append(("parameters", f"{num_parameters:,}"))
+        rows.append(("parameters (with buffers)", f"{num_parameters:,}"))
     quantizer, encoder = cfg.get("quantizer") or {}, cfg.get("encoder") or {}
     scales = _scales(cfg)
     for field, value in (("image size", cfg.get("image_size")), ("encoder", encoder.get("kind")),
@@ -100,7 +100,10 @@ def render(repo_id: str, model_type: str, parts: dict[str, tuple[str, dict, int 
     """The card's markdown. ``parts``: name ("" for a single model, else ``tokenizer``/``generator``) →
     (model_type, config, parameter count)."""
     what, tags = KINDS.get(model_type, (f"`{model_type}`", []))
-    front = ["---", "library_name: artok", "tags:", *[f"- {t}" for t in ["artok", *tags, model_type]], "---"]
+    tags = ["artok", *tags, model_type]
+    for kind, _, _ in parts.values():  # a pipeline is tagged with what it holds
+        tags += [*KINDS.get(kind, ("", []))[1], kind]
+    front = ["---", "library_name: artok", "tags:", *[f"- {t}" for t in dict.fromkeys(tags)], "---"]
     lines = [*front, "", f"# {repo_id.split('/')[-1]}", "", f"An artok {what}.", "",
              "## Use it with artok", "", *_usage(repo_id, model_type, parts), "",
              "## Model", ""]

@@ -95,14 +95,14 @@ def test_the_model_card_says_what_it_is_how_to_load_it_and_how_it_was_trained(hu
                                           "data": {"source": "procedural", "num_samples": 64}})
     write_training_summary(folder, cfg, steps=1234, global_batch=16, seconds=600.0,
                            metrics={"step": 1234, "loss": 0.125}, evaluation={"psnr": 23.5})
-    push_to_hub(folder, "someone/trained-tok")
+    artok.push_to_hub(folder, "someone/trained-tok")  # the top-level name
     card = hub.files("someone/trained-tok")["README.md"].decode()
     assert card == model_card(folder, "someone/trained-tok") and card in hub.cards  # its metadata was validated
     assert "library_name: artok" in card and "image-tokenizer" in card
     assert 'artok.from_pretrained("someone/trained-tok")' in card
     assert f"| codebook size | {tok.codebook_size} |" in card and "| scales | 1, 2, 4 |" in card
     parameters = sum(v.numel() for v in tok.state_dict().values())
-    assert f"| parameters | {parameters:,} |" in card
+    assert f"| parameters (with buffers) | {parameters:,} |" in card
     assert "source `procedural`" in card and "| optimizer steps" not in card and "optimizer steps: 1234" in card
     assert "| loss | 0.125 |" in card and "| psnr | 23.5 |" in card
     assert json.loads(card.split("```json\n")[1].split("```")[0])["config"] == tok.config.to_dict()
@@ -111,6 +111,7 @@ def test_the_model_card_says_what_it_is_how_to_load_it_and_how_it_was_trained(hu
     pipe.save_pretrained(tmp_path / "pipe")
     card = model_card(tmp_path / "pipe", "someone/pipe")
     assert "### tokenizer" in card and "### generator" in card and "artok sample someone/pipe --classes" in card
+    assert "- var\n" in card and "- image-tokenizer\n" in card  # tagged with what the pipeline holds
     assert "Not recorded" in card  # no training.json: the card says so instead of inventing numbers
 
 
