@@ -148,7 +148,6 @@ def test_sample_command_writes_pngs_and_prompts_jsonl(pipeline, tmp_path, capsys
     assert run(tmp_path / "b") == 0  # same seed → the same images
     assert all(np.array_equal(x, np.asarray(Image.open(tmp_path / "b" / f.name))) for x, f in zip(images, files))
     assert run(tmp_path / "a") == 2  # samples there, no --overwrite
-    assert run(tmp_path / "a", "--overwrite") == 0
     assert cli(["sample", str(pipeline), "--prompt", "a red circle", "--prompt", "a blue ring", "--top-k", "0",
                 "--top-p", "0", "--out", str(tmp_path / "c")]) == 0
     assert len(list((tmp_path / "c").glob("*_prompt*.png"))) == 2

@@ -122,10 +122,11 @@ def test_encode_stores_captions_and_fp16_contexts_with_the_encoder_identity(setu
 
 def test_trains_on_stored_contexts_and_exports_a_prompt_pipeline(setup, tmp_path):
     root, encoder = setup
-    result = train_generator(config(root, tmp_path / "full"), progress=False)
+    short = {"max_steps": 4, "sample_every": 4, "save_every": 4}
+    result = train_generator(config(root, tmp_path / "full", train=short), progress=False)
     logs = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert {"ce", "diffusion", "accuracy"} <= logs[0].keys() and logs[-1]["ce"] < logs[0]["ce"]
-    assert (tmp_path / "full" / "samples" / "step_0000006.png").exists() and result.step == 6
+    assert (tmp_path / "full" / "samples" / "step_0000004.png").exists() and result.step == 4
     pipe = artok.from_pretrained(tmp_path / "full" / "pipeline")
     assert pipe.text_encoder.name_or_path == str(encoder) and pipe.text_encoder.context_dim == 16
 
