@@ -30,32 +30,53 @@ INITIAL_ATTENTION_SCALE = 4.0
 
 
 class LayerCache:
-    """Keys and values of the tokens one attention layer has seen: (B, N, l_total, hd) each, or None."""
+    """Keys and values of the tokens one attention layer has seen: (B, N, l_total, hd) each, or None.
 
-    def __init__(self) -> None:
+    With ``capacity`` (the sequence length L) the buffers are allocated once, at the first append, and later
+    blocks are written into them in place: no re-allocation and no copy of the old entries per block (the
+    views handed to attention grow). Without it each append concatenates (any length, e.g. HART's context
+    prefix of unknown size).
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = capacity
         self.keys: torch.Tensor | None = None
         self.values: torch.Tensor | None = None
+        self._length = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add the new tokens' k, v (B, N, l, hd); returns every cached key and value, new ones last."""
-        if self.keys is None:
-            self.keys, self.values = k, v
-        else:
-            self.keys = torch.cat((self.keys, k), dim=2)  # (B, N, l_total, hd)
-            self.values = torch.cat((self.values, v), dim=2)
-        return self.keys, self.values
+        start, end = self._length, self._length + k.shape[2]
+        if self.capacity is None:
+            self.keys = k if self.keys is None else torch.cat((self.keys, k), dim=2)  # (B, N, l_total, hd)
+            self.values = v if self.values is None else torch.cat((self.values, v), dim=2)
+            self._length = end
+            return self.keys, self.values
+        if end > self.capacity:
+            raise ValueError(f"the cache holds {start} of {self.capacity} tokens; {k.shape[2]} more do not fit")
+        if self.keys is None or self.keys.shape[0] != k.shape[0] or self.keys.dtype != k.dtype:
+            if start:
+                raise ValueError("a block's keys changed batch size or dtype in the middle of a sequence")
+            B, N, _, hd = k.shape
+            self.keys = k.new_empty(B, N, self.capacity, hd)
+            self.values = v.new_empty(B, N, self.capacity, v.shape[-1])
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        self._length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
     @property
     def length(self) -> int:
-        return 0 if self.keys is None else self.keys.shape[2]
+        return self._length
 
 
 class KVCache:
     """The KV cache of a whole transformer, one ``LayerCache`` per block, for incremental (block by block)
-    decoding; the models' ``new_cache()`` makes one."""
+    decoding; the models' ``new_cache()`` makes one. ``capacity``: the most tokens it will hold (pre-allocated
+    buffers), or None to grow by concatenation."""
 
-    def __init__(self, depth: int) -> None:
-        self.layers = [LayerCache() for _ in range(depth)]
+    def __init__(self, depth: int, capacity: int | None = None) -> None:
+        self.layers = [LayerCache(capacity) for _ in range(depth)]
 
     @property
     def length(self) -> int:

@@ -181,7 +181,8 @@ class Generator(PretrainedMixin, nn.Module):
 
     # -- KV-cached decoding -------------------------------------------------------------------------------
     def new_cache(self) -> KVCache:
-        return KVCache(self.config.depth)
+        """A KV cache with buffers for the whole sequence (L tokens), allocated at the first block."""
+        return KVCache(self.config.depth, capacity=self.config.num_tokens)
 
     def condition(self, labels: torch.Tensor | list[int]) -> torch.Tensor:
         """Class embeddings (B, D) of labels in [0, num_classes]."""

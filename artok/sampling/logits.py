@@ -79,6 +79,17 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 0.0) -
     unspecified order), and the largest logit is never dropped.
     """
     V = logits.shape[-1]
+    if 0 < top_k < V and top_p > 0.0:
+        # Both filters: the nucleus is measured among the k survivors only, so sort those k (topk returns them
+        # sorted) instead of all V. The entries dropped by top-k carry zero probability in VAR's full-width
+        # ascending cumulative sum, so the kept set is VAR's (the probabilities are summed over k terms instead
+        # of V, which can move a cumulative sum lying within float rounding of 1 − top_p).
+        values, order = logits.topk(top_k, dim=-1, sorted=True)  # (..., k), descending
+        ascending = values.flip(-1)
+        remove = ascending.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)
+        remove[..., -1:] = False
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, ~remove.flip(-1))
+        return logits.masked_fill(~keep, -torch.inf)
     if top_k > 0 and top_k < V:
         keep = torch.zeros_like(logits, dtype=torch.bool)
         keep.scatter_(-1, logits.topk(top_k, dim=-1, sorted=False).indices, True)
