@@ -146,9 +146,7 @@ def test_shipped_training_configs_load():
         cfg.check_runnable()
         assert cfg.train.betas == (0.9, 0.95) and cfg.train.weight_decay in (0.0, 0.05)
     fsdp = load_config_from_file(str(root / "accelerate" / "fsdp.yaml"))
-    assert fsdp.distributed_type == "FSDP"
-    from artok.models import blocks
-    assert hasattr(blocks, fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
+    assert fsdp.distributed_type == "FSDP"  # its units and a real run: tests/test_fsdp.py
 
 
 TWO_PROCESS_RUN = '''

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from artok.config import ConfigError, TrainConfig
+from artok.training import fsdp
 from artok.training.checkpoint import TrainingState, freeze, initialize_from, resume, save_checkpoint
 from artok.training.ema import EMA
 from artok.training.optim import build_scheduler, time_budget
@@ -42,7 +43,8 @@ def build_accelerator(train: TrainConfig):
         GradientState._reset_state()
     # without a GPU, `accelerate launch --multi_gpu` processes only form a (gloo) group when told cpu=True
     has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    return Accelerator(
+    fsdp.check_launch(has_device=has_device)
+    accelerator = Accelerator(
         mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.gradient_accumulation_steps,
         log_with=trackers, cpu=train.cpu or not has_device,
         project_config=ProjectConfiguration(project_dir=train.out_dir, logging_dir=str(Path(train.out_dir) / "logs"),
@@ -50,6 +52,8 @@ def build_accelerator(train: TrainConfig):
                                             total_limit=train.checkpoints_total_limit),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=train.find_unused_parameters)],
     )
+    fsdp.configure(accelerator)  # this run's FSDP plugin; FSDP2 on CPU processes too (see fsdp.py)
+    return accelerator
 
 
 @contextlib.contextmanager
@@ -227,6 +231,8 @@ def micro_step(accelerator, objective, model, optimizer, scheduler, batch: dict,
         accelerator.backward(loss)
         if accelerator.sync_gradients and grad_clip is not None:
             norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+            if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor over the shards' norms
+                norm = norm.full_tensor()
             logs["grad_norm"] = torch.as_tensor(norm).detach().float()
         optimizer.step()
         scheduler.step()
@@ -267,7 +273,8 @@ def run(objective: Objective, *, progress: bool = True,
     if main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(out / "config.yaml")
-    if t.ema_decay is not None and accelerator.distributed_type.name == "FSDP":
+    sharded = accelerator.distributed_type.name == "FSDP"
+    if t.ema_decay is not None and sharded:
         raise ConfigError("train.ema_decay: an EMA copy of an FSDP-sharded model would hold the full model on "
                           "every process; set train.ema_decay: null with FSDP")
     objective.setup(accelerator)
@@ -287,8 +294,16 @@ def run(objective: Objective, *, progress: bool = True,
     budget = time_budget(t)
     schedule = partial(build_scheduler, schedule=t.lr_schedule, warmup_steps=t.warmup_steps, max_steps=t.max_steps,
                        min_lr_ratio=t.min_lr_ratio, ticks_per_step=accelerator.num_processes, progress=budget)
-    # `net` stays the module trained: Accelerate's wrappers (DDP, FSDP) hold it as their inner module
-    model, optimizer, scheduler = accelerator.prepare(objective.trainable(net), optimizer, schedule(optimizer))
+    # `net` stays the module trained: Accelerate's wrappers (DDP, FSDP) hold it as their inner module; FSDP
+    # shards it in place, so grids, scores and exports use the main process's gathered full copy
+    trainable = objective.trainable(net)
+    full = None
+    if sharded:
+        fsdp.set_wrap_units(accelerator, trainable)
+        full = fsdp.FullWeights(accelerator, net)
+    model, optimizer, scheduler = accelerator.prepare(trainable, optimizer, schedule(optimizer))
+    if full is not None:
+        full.prepared = model
     objective.prepare_extras(accelerator, schedule)
     ema = EMA(net, t.ema_decay) if t.ema_decay is not None else None
     state = TrainingState()
@@ -310,9 +325,16 @@ def run(objective: Objective, *, progress: bool = True,
               f"global batch {global_batch}, lr {lr:.3g}, {where}; writing to {out}", flush=True)
 
     def snapshot() -> nn.Module:  # what grids, scores and exports use: the EMA weights when kept
-        return ema.shadow if ema is not None else net
+        if ema is not None:
+            return ema.shadow
+        return full.module if full is not None else net
+
+    def gather() -> None:  # every process, before main-process work on the snapshot: FSDP's full weights
+        if full is not None:
+            full.gather(state.step)
 
     def write_grid(step: int) -> None:
+        gather()
         if main:
             with evaluating(snapshot()) as model_, torch.no_grad():
                 grid = objective.grid(model_, accelerator.device)
@@ -328,6 +350,7 @@ def run(objective: Objective, *, progress: bool = True,
             accelerator.log(record, step=step)
 
     def write_export() -> None:
+        gather()
         if main:
             objective.export(snapshot(), out / objective.export_name)
             summarize()
@@ -374,6 +397,7 @@ def run(objective: Objective, *, progress: bool = True,
     # -- finish: the last step saved and exported; the final score, what the objective does last, the curves
     if clock.close() or exported_at != state.step:
         write_export()
+    gather()
     if not clock.due(t.sample_every):  # the last step drew a grid and scored it; a resumed, finished run did not
         run_evaluation(state.step)
     finished = objective.finish(snapshot(), accelerator) if main else {}
