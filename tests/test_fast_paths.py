@@ -43,3 +43,83 @@ def test_static_cache_equals_growing_cache():
 def test_kv_cache_capacity_reaches_every_layer():
     cache = KVCache(3, capacity=7)
     assert all(layer.capacity == 7 for layer in cache.layers) and cache.length == 0
+
+
+# -- training-free acceleration ------------------------------------------------------------------------------
+from artok.config import GeneratorConfig  # noqa: E402
+from artok.models import Generator  # noqa: E402
+from artok.sampling import Acceleration, generate  # noqa: E402
+from artok.tokenizers import Tokenizer  # noqa: E402
+from artok.pipeline import build_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(0)
+    tok = build_tokenizer("tiny-var-vqvae").eval()
+    def generator(width):
+        cfg = GeneratorConfig(scales=tok.scales, codebook_size=tok.codebook_size, latent_channels=tok.latent_channels,
+                              num_classes=4, depth=2, embed_dim=width, num_heads=2)
+        return Generator(cfg).eval()
+    return tok, generator(64), generator(32)
+
+
+def run(pair, acceleration=None, cfg=2.0, model=None):
+    tok, big, _ = pair
+    rng = torch.Generator().manual_seed(3)
+    return generate(model or big, tok, torch.tensor([0, 1, 2]), cfg_scale=cfg, top_k=5, generator=rng,
+                    decode=False, acceleration=acceleration)
+
+
+def test_no_acceleration_is_the_exact_sampler(pair):
+    a, b = run(pair), run(pair, Acceleration())
+    assert all(torch.equal(x, y) for x, y in zip(a.ids, b.ids))
+
+
+def test_guidance_off_everywhere_equals_unguided_sampling(pair):
+    K = len(pair[0].scales)
+    off, unguided = run(pair, Acceleration(guidance_off_last=K)), run(pair, cfg=0.0)
+    assert all(torch.equal(x, y) for x, y in zip(off.ids, unguided.ids))
+
+
+def test_guidance_off_at_the_last_block_keeps_the_earlier_blocks(pair):
+    exact, fast = run(pair), run(pair, Acceleration(guidance_off_last=1))
+    assert all(torch.equal(x, y) for x, y in zip(exact.ids[:-1], fast.ids[:-1]))
+
+
+def test_merging_changes_only_the_merged_blocks_and_ratio_zero_is_exact(pair):
+    exact = run(pair)
+    assert all(torch.equal(x, y) for x, y in zip(exact.ids, run(pair, Acceleration(merge_last=2, merge_ratio=0.0)).ids))
+    merged = run(pair, Acceleration(merge_last=1, merge_ratio=0.5))
+    assert all(torch.equal(x, y) for x, y in zip(exact.ids[:-1], merged.ids[:-1]))
+    assert merged.ids[-1].shape == exact.ids[-1].shape
+
+
+def test_draft_model_predicts_the_last_blocks(pair):
+    tok, big, small = pair
+    exact = run(pair)
+    drafted = run(pair, Acceleration(draft=small, draft_last=2))
+    assert all(torch.equal(x, y) for x, y in zip(exact.ids[:-2], drafted.ids[:-2]))
+    # the drafted blocks are what the draft model itself samples after the big model's prefix
+    rng = torch.Generator().manual_seed(3)
+    own = generate(small, tok, torch.tensor([0, 1, 2]), cfg_scale=2.0, top_k=5, generator=rng, decode=False,
+                   prefix=drafted.ids[:-2])
+    assert all(torch.equal(x, y) for x, y in zip(own.ids, drafted.ids))
+    K = len(tok.scales)
+    assert sum(int(a.ne(b).sum()) for a, b in zip(exact.ids[K - 2:], drafted.ids[K - 2:])) > 0
+
+
+def test_bad_acceleration_options_are_named(pair):
+    tok, big, small = pair
+    K = len(tok.scales)
+    with pytest.raises(ValueError, match="guidance_off_last"):
+        run(pair, Acceleration(guidance_off_last=K + 1))
+    with pytest.raises(ValueError, match="merge_ratio"):
+        run(pair, Acceleration(merge_last=1, merge_ratio=1.0))
+    with pytest.raises(ValueError, match="draft model and draft_last"):
+        run(pair, Acceleration(draft_last=1))
+    other = Generator(GeneratorConfig(scales=tok.scales, codebook_size=tok.codebook_size,
+                                      latent_channels=tok.latent_channels, num_classes=7, depth=1, embed_dim=32,
+                                      num_heads=2)).eval()
+    with pytest.raises(ValueError, match="num_classes"):
+        run(pair, Acceleration(draft=other, draft_last=1))

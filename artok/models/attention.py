@@ -83,6 +83,13 @@ class KVCache:
         """Tokens decoded so far."""
         return self.layers[0].length
 
+    def keep_rows(self, n: int) -> None:
+        """Keep only the first n sequences of the batch from here on (the sampler drops the unconditional
+        half when it stops guiding); the pre-allocated buffers are narrowed, not copied."""
+        for layer in self.layers:
+            if layer.keys is not None:
+                layer.keys, layer.values = layer.keys[:n], layer.values[:n]
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Attention

@@ -20,6 +20,7 @@ from artok.config import GeneratorConfig
 from artok.checkpoint import PretrainedMixin, register_model_type
 from artok.models.attention import KVCache
 from artok.models.blocks import AdaLNBlock
+from artok.encoders.token_merge import bipartite_soft_matching
 
 
 @register_model_type
@@ -199,13 +200,28 @@ class Generator(PretrainedMixin, nn.Module):
         l = inputs.shape[1]
         return self.word_embed(inputs) + self._level_pos()[:, start:start + l]
 
-    def step(self, x: torch.Tensor, cond: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Run one block of new tokens x (B, l, D) through the cache; returns their logits (B, l, V)."""
+    def step(self, x: torch.Tensor, cond: torch.Tensor, cache: KVCache, *, merge: float = 0.0) -> torch.Tensor:
+        """Run one block of new tokens x (B, l, D) through the cache; returns their logits (B, l, V).
+
+        merge: the fraction of the block's tokens to merge in every transformer block (training-free token
+        merging, as FastVAR does at the largest scales; ``artok.sampling.Acceleration``): before each block
+        the most similar pairs of tokens (ToMe's bipartite matching on the block's input) are averaged, the
+        block runs on the fewer tokens, and each token adds the update of the token it merged into. The cache
+        then holds the merged tokens' keys and values, so merge only blocks no later block attends to much
+        (the last one or two scales). 0 is the exact model."""
         if cache.length + x.shape[1] > self.config.num_tokens:
             raise ValueError(f"the cache holds {cache.length} tokens; {x.shape[1]} more exceed L = {self.config.num_tokens}")
+        if not 0.0 <= merge < 1.0:
+            raise ValueError(f"merge must be a fraction in [0, 1), got {merge}")
         block_cond = self._block_condition(cond)
+        r = int(merge * x.shape[1])
         for block, layer in zip(self.blocks, cache.layers):
-            x = block(x, block_cond, cache=layer)
+            if r == 0:
+                x = block(x, block_cond, cache=layer)
+                continue
+            matching = bipartite_soft_matching(x, r)
+            merged = matching.merge(x, mode="mean")  # (B, l - r, D)
+            x = x + matching.unmerge(block(merged, block_cond, cache=layer) - merged)
         return self.logits(x, cond)
 
     # -- reporting ----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import torch
 
 from artok.models.hart import HartTransformer
 from artok.models.transformer import Generator
+from artok.sampling.acceleration import Acceleration
 from artok.sampling.edit import edit_forcing
 from artok.sampling.forcing import Forced
 from artok.sampling.hart import HartGenerationOutput, check_hart_compatible, generate_hart
@@ -21,7 +22,7 @@ from artok.sampling.logits import (CFG_SCHEDULES, DTYPES, GenerationOutput, filt
                                    gumbel_soft_assignment, resolve_dtype, sample_ids)
 from artok.sampling.var import check_compatible, generate_var
 
-__all__ = ["CFG_SCHEDULES", "DTYPES", "Forced", "GENERATORS", "GenerationOutput", "HartGenerationOutput",
+__all__ = ["Acceleration", "CFG_SCHEDULES", "DTYPES", "Forced", "GENERATORS", "GenerationOutput", "HartGenerationOutput",
            "check_compatible", "check_hart_compatible", "check_text_encoder", "edit", "filter_logits", "generate",
            "generate_from_prompts", "generate_hart",
            "generate_var", "guidance_strength", "gumbel_soft_assignment", "prompt_condition", "resolve_dtype",
@@ -34,7 +35,10 @@ def _var(model, tok, labels, *, hart_options: dict, **options) -> GenerationOutp
     return generate_var(model, tok, labels, **options)
 
 
-def _hart(model, tok, labels, *, cfg_schedule: str, hart_options: dict, **options) -> HartGenerationOutput:
+def _hart(model, tok, labels, *, cfg_schedule: str, hart_options: dict, acceleration=None,
+          **options) -> HartGenerationOutput:
+    if acceleration is not None:
+        raise ValueError("training-free acceleration (Acceleration) is implemented for VAR generators, not HART")
     if cfg_schedule != "linear":
         raise ValueError(f"HART guides with its own linear schedule; cfg_schedule '{cfg_schedule}' does not apply")
     return generate_hart(model, tok, labels, **options, **hart_options)
@@ -52,7 +56,7 @@ def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: flo
              generator: torch.Generator | None = None, temperature: float = 1.0, cfg_schedule: str = "linear",
              more_smooth: bool = False, dtype: torch.dtype | str | None = None, decode: bool = True,
              return_logits: bool = False, prefix: list[torch.Tensor] | None = None, forced: Forced | None = None,
-             **hart_options) -> GenerationOutput:
+             acceleration: Acceleration | None = None, **hart_options) -> GenerationOutput:
     """Sample token ids block by block with a KV cache and decode them, with the loop of the model's type.
 
     A ``Generator`` (and any model without a ``model_type``) goes to ``artok.sampling.var.generate_var``; a
@@ -75,6 +79,8 @@ def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: flo
             guidance and sampling are always float32.
         prefix: ids of the first blocks, taken instead of sampled; forced: a ``Forced`` (per-token forcing,
             what ``edit`` uses).
+        acceleration: training-free speed-ups for VAR generators (``Acceleration``: guidance off at the last
+            blocks, token merging, a draft model); None is the exact sampler.
     """
     kind = getattr(model, "model_type", Generator.model_type)  # duck-typed generators sample as VAR
     if kind not in GENERATORS:
@@ -87,7 +93,7 @@ def generate(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: flo
     return GENERATORS[kind](model, tok, labels, cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, generator=generator,
                             temperature=temperature, cfg_schedule=cfg_schedule, more_smooth=more_smooth, dtype=dtype,
                             decode=decode, return_logits=return_logits, forced=forced,
-                            hart_options=hart_options)
+                            hart_options=hart_options, acceleration=acceleration)
 
 
 def edit(model, tok, images: torch.Tensor, mask: torch.Tensor, labels, *, cfg_scale: float, **options) -> GenerationOutput:

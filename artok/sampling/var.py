@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from artok.sampling.acceleration import Acceleration
 from artok.sampling.forcing import Forced
 from artok.sampling.logits import (CFG_SCHEDULES, GenerationOutput, autocast, check_filtering, filter_logits,
                                    guidance_strength, gumbel_soft_assignment, resolve_dtype, sample_ids,
@@ -36,7 +37,8 @@ def check_compatible(model, tok) -> None:
 def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p: float = 0.0,
                  generator: torch.Generator | None = None, temperature: float = 1.0, cfg_schedule: str = "linear",
                  more_smooth: bool = False, dtype: torch.dtype | str | None = None, decode: bool = True,
-                 return_logits: bool = False, forced: Forced | None = None) -> GenerationOutput:
+                 return_logits: bool = False, forced: Forced | None = None,
+                 acceleration: Acceleration | None = None) -> GenerationOutput:
     """Sample token ids block by block with a KV cache and decode them.
 
     Args:
@@ -52,6 +54,7 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
             guidance and sampling are always float32.
         forced: which ids to take from a reference instead of sampling, per block and token (``Forced``:
             ``generate(..., prefix=)`` and ``artok.sampling.edit`` build it); None samples every block.
+        acceleration: training-free speed-ups (``artok.sampling.Acceleration``); None is the exact sampler.
     """
     check_compatible(model, tok)
     if cfg_schedule not in CFG_SCHEDULES:
@@ -65,6 +68,9 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
     forced = Forced.checked(forced, model.block_sizes, B, tok.codebook_size)
     guided = cfg_scale != 0
     mixed = autocast(device, dtype)
+    sizes = model.block_sizes
+    K = len(sizes)
+    acc = (acceleration or Acceleration()).checked(model, K)
 
     if guided:
         labels = torch.cat((labels, torch.full_like(labels, model.null_class)))  # cond rows, then null rows
@@ -74,11 +80,16 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
         x = model.start_tokens(cond)
     code_table = tok.indices_to_codes(torch.arange(tok.codebook_size, device=device)) if more_smooth else None
 
-    sizes = model.block_sizes
     f_hat, ids, all_logits, start = None, [], [], 0
+    history = []  # the tokenizer's input of every block after the first, for a draft model to catch up
     for k, size in enumerate(sizes):
+        if k == acc.draft_from(K):
+            model, cond, cache, x = _switch_to_draft(acc.draft, labels, history, sizes, rows=x.shape[0], mixed=mixed)
+        if guided and not acc.guided_at(k, K):  # guidance off from here: drop the unconditional rows
+            guided, labels, cond, x = False, labels[:B], cond[:B], x[:B]
+            cache.keep_rows(B)
         with mixed:
-            logits = model.step(x, cond, cache).float()  # (nB, l, V)
+            logits = model.step(x, cond, cache, merge=acc.merge_at(k, K)).float()  # (nB, l, V)
         ratio = k / (len(sizes) - 1) if len(sizes) > 1 else 1.0
         if guided:
             t = guidance_strength(cfg_scale, k, len(sizes), cfg_schedule)
@@ -97,6 +108,7 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
             f_hat, nxt = tok.autoregressive_step(k, f_hat, block_ids)
         start += size
         if nxt is not None:
+            history.append(nxt)
             with mixed:
                 x = model.embed_block(nxt, start)
             if guided:
@@ -107,3 +119,22 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
             images = tok.decode(f_hat).float()
     return GenerationOutput(ids=tok.split_ids(torch.cat(ids, dim=1)), latent=f_hat, images=images,
                             logits=all_logits if return_logits else None)
+
+
+def _switch_to_draft(draft, labels, history, sizes, *, rows: int, mixed):
+    """The draft model's condition, a KV cache holding the blocks sampled so far, and its input of the next
+    block. labels: the rows' labels (conditional, then null rows when guiding); history: the tokenizer's input
+    of blocks 1..k (B, l, C) each; rows: the batch the loop runs (B, or 2B when guiding)."""
+    cond = draft.condition(labels)
+    cache = draft.new_cache()
+    start = sizes[0]
+    with mixed:
+        x = draft.start_tokens(cond)
+        for nxt in history[:-1]:
+            draft.step(x, cond, cache)
+            x = draft.embed_block(nxt, start)
+            x = x.repeat(rows // x.shape[0], 1, 1)
+            start += nxt.shape[1]
+        draft.step(x, cond, cache)
+        x = draft.embed_block(history[-1], start).repeat(rows // history[-1].shape[0], 1, 1)
+    return draft, cond, cache, x
