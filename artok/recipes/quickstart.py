@@ -266,8 +266,9 @@ def latest(folder: Path) -> Path | None:
 
 @torch.no_grad()
 def sample_per_class(gen, tok, classes: int, per_class: int, *, seed: int, device: str, cfg_scale: float = CFG_SCALE,
-                     top_k: int = TOP_K, top_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_class`` samples of every class, class by class, in batches of 100 seeded seed + offset."""
+                     top_k: int = TOP_K, top_p: float = 0.0, acceleration=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` samples of every class, class by class, in batches of 100 seeded seed + offset
+    (``acceleration``: ``artok.sampling.Acceleration`` or None)."""
     from artok.sampling import generate
 
     labels = torch.arange(classes).repeat_interleave(per_class)
@@ -275,7 +276,7 @@ def sample_per_class(gen, tok, classes: int, per_class: int, *, seed: int, devic
     for i in range(0, len(labels), 100):
         rng = torch.Generator(device=device).manual_seed(seed + i)
         images.append(generate(gen, tok, labels[i:i + 100].to(device), cfg_scale=cfg_scale, top_k=top_k,
-                               top_p=top_p, generator=rng).images.cpu())
+                               top_p=top_p, generator=rng, acceleration=acceleration).images.cpu())
     return torch.cat(images), labels
 
 
