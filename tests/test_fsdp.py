@@ -71,6 +71,38 @@ def test_fsdp1_on_cpu_is_refused_with_the_reason(monkeypatch):
     fsdp.check_launch(has_device=False)
 
 
+def test_a_gan_tokenizers_adaptive_weight_is_refused_under_fsdp_and_units_are_per_model(monkeypatch):
+    """The adaptive GAN weight takes gradients by a parameter that FSDP shards: refused before preparing. Each
+    model prepared gets its own units (the discriminator has none of the tokenizer's), unless the config names
+    them."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    from artok.config import TokenizerTrainConfig
+    from artok.losses import PatchDiscriminator
+    from artok.training.objectives.tokenizer import TokenizerObjective
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
+    accelerator = SimpleNamespace(distributed_type=SimpleNamespace(name="FSDP"), state=SimpleNamespace(fsdp_plugin=plugin))
+    cfg = TokenizerTrainConfig.from_yaml(ROOT / "configs" / "tiny" / "train-var-tokenizer.yaml")
+    cfg.loss.gan_weight = 0.1
+    with pytest.raises(ConfigError, match="adaptive_gan_weight: false with FSDP"):
+        TokenizerObjective(cfg).prepare_extras(accelerator, schedule=None)
+    monkeypatch.delenv("FSDP_TRANSFORMER_CLS_TO_WRAP", raising=False)
+    tok = build_tokenizer("tiny-var-vqvae")
+    assert fsdp.set_wrap_units(accelerator, tok) == ["ConvEncoder", "ConvDecoder"]
+    plugin.auto_wrap_policy = __import__("functools").partial(transformer_auto_wrap_policy, transformer_layer_cls=set())
+    assert fsdp.set_wrap_units(accelerator, PatchDiscriminator()) == []  # after a first prepare bound the policy
+    assert plugin.auto_wrap_policy is transformer_auto_wrap_policy
+    monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "ResnetBlock")
+    plugin.transformer_cls_names_to_wrap = ["ResnetBlock"]
+    assert fsdp.set_wrap_units(accelerator, tok) == ["ResnetBlock"]
+    accelerator.distributed_type.name = "MULTI_CPU"
+    assert fsdp.set_wrap_units(accelerator, tok) == []
+
+
 def test_module_prefix_finds_the_exported_module_inside_the_prepared_one():
     from artok.pipeline import build_hart
     from artok.training.objectives.hart import HartLosses
@@ -219,6 +251,7 @@ def check_fsdp_run(tmp_path, proc, report, checks, *, num_processes: int):
     assert sorted(p.name for p in (checkpoint / "pytorch_model_fsdp_0").glob("*.distcp")) == \
         [f"__{r}_0.distcp" for r in range(num_processes)]  # sharded: one file per process
     assert "resumed from" in proc.stdout and "at step 2" in proc.stdout
+    assert "FSDP units: AdaLNBlock;" in proc.stdout and "FSDP units: HartBlock;" in proc.stdout
     for name, checked in checks.items():
         trained, exported = split(checked)
         assert trained.keys() == exported.keys(), name

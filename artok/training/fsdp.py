@@ -83,13 +83,21 @@ def wrap_units(module: nn.Module) -> list[str]:
 
 
 def set_wrap_units(accelerator, module: nn.Module) -> list[str]:
-    """Give a transformer-based auto-wrap policy artok's units when the config names none; returns the names."""
+    """Before ``accelerator.prepare(module, ...)``: give a transformer-based auto-wrap policy this module's units
+    (``wrap_units``) unless the config names them; returns the names. Call it for every model prepared (a GAN's
+    discriminator too): Accelerate resolves the names in each model and refuses one that a model lacks. A no-op
+    outside FSDP."""
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
+    if accelerator.distributed_type.name != "FSDP":
+        return []
     plugin = accelerator.state.fsdp_plugin
-    if plugin.auto_wrap_policy is not transformer_auto_wrap_policy:
+    policy = plugin.auto_wrap_policy
+    if getattr(policy, "func", policy) is not transformer_auto_wrap_policy:
         return []  # size-based or none: as configured
-    if plugin.transformer_cls_names_to_wrap is None:
+    if not os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP"):
+        # FSDP1's plugin binds its policy to the classes of the first model prepared: unbind it
+        plugin.auto_wrap_policy = transformer_auto_wrap_policy
         plugin.transformer_cls_names_to_wrap = wrap_units(module)
     return list(plugin.transformer_cls_names_to_wrap)
 

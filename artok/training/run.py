@@ -244,7 +244,8 @@ def micro_step(accelerator, objective, model, optimizer, scheduler, batch: dict,
 @dataclass
 class RunResult:
     """What ``run`` leaves: the step reached, paths, the last logged record, what ``finish`` returned (main
-    process), and this process's live model and EMA."""
+    process), and this process's live model and EMA (under FSDP the model is sharded; the export holds its
+    full weights)."""
 
     step: int
     out_dir: Path
@@ -297,9 +298,9 @@ def run(objective: Objective, *, progress: bool = True,
     # `net` stays the module trained: Accelerate's wrappers (DDP, FSDP) hold it as their inner module; FSDP
     # shards it in place, so grids, scores and exports use the main process's gathered full copy
     trainable = objective.trainable(net)
-    full = None
+    full, units = None, []
     if sharded:
-        fsdp.set_wrap_units(accelerator, trainable)
+        units = fsdp.set_wrap_units(accelerator, trainable)
         full = fsdp.FullWeights(accelerator, net)
     model, optimizer, scheduler = accelerator.prepare(trainable, optimizer, schedule(optimizer))
     if full is not None:
@@ -321,6 +322,7 @@ def run(objective: Objective, *, progress: bool = True,
     start_trackers(accelerator, objective.project, cfg)
     if main:
         where = f"resumed from {resumed} at step {state.step}" if resumed else "fresh start"
+        where += f"; FSDP units: {', '.join(units) or 'the whole model'}" if sharded else ""
         print(f"training {objective.describe(net)} on {accelerator.num_processes} process(es), {num_samples} samples, "
               f"global batch {global_batch}, lr {lr:.3g}, {where}; writing to {out}", flush=True)
 

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from artok.config import TokenizerTrainConfig
+from artok.config import ConfigError, TokenizerTrainConfig
 from artok.data import build_dataset, evaluation_loader, training_loader
 from artok.losses import PatchDiscriminator, TokenizerLoss
 from artok.metrics import evaluate_tokenizer, reconstruct
 from artok.pipeline import build_tokenizer
+from artok.training import fsdp
 from artok.training.checkpoint import export
 from artok.training.optim import build_optimizer, parameter_groups
 from artok.training.report import reconstruction_grid
@@ -127,10 +128,15 @@ class TokenizerObjective(Objective):
     def prepare_extras(self, accelerator, schedule) -> None:
         t, loss = self.cfg.train, self.cfg.loss
         prepared = (None, None, None)
+        if loss.gan_weight > 0 and loss.adaptive_gan_weight and accelerator.distributed_type.name == "FSDP":
+            raise ConfigError("loss.adaptive_gan_weight: the adaptive weight differentiates the losses by the "
+                              "decoder's last weight, which FSDP shards (its forward uses a gathered copy); set "
+                              "loss.adaptive_gan_weight: false with FSDP")
         if loss.gan_weight > 0:  # GAN tokenizers: a second model and optimizer, updated in the same micro-step
             discriminator = PatchDiscriminator(channels=loss.discriminator_channels, num_layers=loss.discriminator_layers,
                                                norm=loss.discriminator_norm)
             optimizer = build_optimizer(discriminator, lr=t.discriminator_lr or t.lr, betas=t.betas)
+            fsdp.set_wrap_units(accelerator, discriminator)  # FSDP: the discriminator's own units (none: one root)
             prepared = accelerator.prepare(discriminator, optimizer, schedule(optimizer))
         self.gan = GanLosses(accelerator, self.loss_fn, *prepared, grad_clip=t.grad_clip)
         self.extra_models = self.gan.extra_models
