@@ -85,7 +85,8 @@ def test_a_gan_tokenizers_adaptive_weight_is_refused_under_fsdp_and_units_are_pe
     from artok.training.objectives.tokenizer import TokenizerObjective
 
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
-    accelerator = SimpleNamespace(distributed_type=SimpleNamespace(name="FSDP"), state=SimpleNamespace(fsdp_plugin=plugin))
+    accelerator = SimpleNamespace(distributed_type=SimpleNamespace(name="FSDP"),
+                                  state=SimpleNamespace(fsdp_plugin=plugin))
     cfg = TokenizerTrainConfig.from_yaml(ROOT / "configs" / "tiny" / "train-var-tokenizer.yaml")
     cfg.loss.gan_weight = 0.1
     with pytest.raises(ConfigError, match="adaptive_gan_weight: false with FSDP"):
@@ -237,7 +238,8 @@ def launch_fsdp_run(tmp_path, *, num_processes: int, mixed_precision: str = "no"
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    checks = {name: load_file(str(tmp_path / name / "check.safetensors")) for name in ("uninterrupted", "resumed", "hart")}
+    checks = {name: load_file(str(tmp_path / name / "check.safetensors"))
+              for name in ("uninterrupted", "resumed", "hart")}
     return proc, report, checks
 
 
