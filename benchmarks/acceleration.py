@@ -52,7 +52,6 @@ def main() -> None:
                 "guidance off, last block": Acceleration(guidance_off_last=1),
                 "guidance off, last 2 blocks": Acceleration(guidance_off_last=2),
                 "merge 50% of tokens, last block": Acceleration(merge_last=1, merge_ratio=0.5),
-                "merge 75% of tokens, last block": Acceleration(merge_last=1, merge_ratio=0.75),
                 "merge 50% of tokens, last 2 blocks": Acceleration(merge_last=2, merge_ratio=0.5)}
     if args.draft:
         loaded = artok.from_pretrained(args.draft)

@@ -1,4 +1,5 @@
 """`artok convert var-vqvae` and `artok info` on the fixture checkpoint."""
+import pytest
 import subprocess
 import sys
 
@@ -34,6 +35,7 @@ def test_convert_refuses_to_overwrite(tmp_path, capsys):
     assert main(args + ["--overwrite"]) == 0
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_console_script_help():
     res = subprocess.run([sys.executable, "-m", "artok.cli", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "convert" in res.stdout and "info" in res.stdout

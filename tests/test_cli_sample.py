@@ -104,6 +104,7 @@ def test_raster_pipeline_samples(tmp_path):
         assert npz["arr_0"].shape == (2, 32, 32, 3)
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_accelerate_launch_on_two_processes_writes_the_same_files(pipeline, tmp_path):
     args = ["--classes", "3", "1", "4", "1", "5", "--batch-size", "2", "--top-k", "10", "--seed", "7", "--npz",
             "--device", "cpu"]

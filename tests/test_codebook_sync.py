@@ -33,6 +33,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, kind: str) -> N
 
 
 @pytest.mark.parametrize("kind", ["msrq", "vq", "msrq-scale-norm"])
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_two_processes_hold_identical_codebooks(tmp_path, kind):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), kind), nprocs=2, join=True)
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))

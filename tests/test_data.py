@@ -139,6 +139,7 @@ def test_webdataset_tar_shards_with_labels_and_a_corrupt_member(tmp_path):
         expand_shards(str(tmp_path / "shard-{000..004}.tar"))
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_hf_dataset_from_disk_with_a_corrupt_row(tmp_path):
     datasets = pytest.importorskip("datasets")
     rows = {"image": [{"bytes": _png(np.full((8, 8, 3), 7, np.uint8)), "path": None},

@@ -160,6 +160,7 @@ def test_cli_encode_builtin_dataset_and_resume(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_sigkill_part_way_then_resume_matches_uninterrupted_run(tmp_path):
     """Kill `artok encode` with SIGKILL once a shard is on disk, run it again: the shards hold every record exactly
     once, byte-identical to an uninterrupted run."""

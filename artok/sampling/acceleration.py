@@ -31,8 +31,9 @@ class Acceleration:
             n = getattr(self, name)
             if not isinstance(n, int) or not 0 <= n <= most:
                 raise ValueError(f"{name} must be a number of blocks in [0, {most}], got {n!r}")
-        if not 0.0 <= self.merge_ratio < 1.0:
-            raise ValueError(f"merge_ratio must be in [0, 1), got {self.merge_ratio}")
+        if not 0.0 <= self.merge_ratio <= 0.5:  # bipartite matching merges each token of one half at most
+            raise ValueError(f"merge_ratio must be in [0, 0.5] (ToMe's bipartite matching removes at most half "
+                             f"the tokens), got {self.merge_ratio}")
         if (self.draft is None) != (self.draft_last == 0):
             raise ValueError("give a draft model and draft_last > 0 together, or neither")
         if self.draft is not None:

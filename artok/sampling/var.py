@@ -88,8 +88,9 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
         if guided and not acc.guided_at(k, K):  # guidance off from here: drop the unconditional rows
             guided, labels, cond, x = False, labels[:B], cond[:B], x[:B]
             cache.keep_rows(B)
-        with mixed:
-            logits = model.step(x, cond, cache, merge=acc.merge_at(k, K)).float()  # (nB, l, V)
+        merge = acc.merge_at(k, K)
+        with mixed:  # (duck-typed generators need not take merge=)
+            logits = (model.step(x, cond, cache, merge=merge) if merge else model.step(x, cond, cache)).float()
         ratio = k / (len(sizes) - 1) if len(sizes) > 1 else 1.0
         if guided:
             t = guidance_strength(cfg_scale, k, len(sizes), cfg_schedule)
