@@ -11,10 +11,12 @@ from torch import nn
 
 
 def inference_layout(x: torch.Tensor) -> torch.Tensor:
-    """Channels-last when no gradient is being recorded: oneDNN's convolutions run 8–10 % faster in it on CPU
-    (VAR's 256 px VQVAE, 1 thread: decoder 6.1–6.6 s against 6.6–7.3 s per image, ``benchmarks/throughput.py``),
-    and it is what tensor cores prefer. Training keeps the default layout (its GroupNorm backward is not
-    measured in channels-last). The values are identical up to float rounding."""
+    """Channels-last when no gradient is being recorded, for the decoder: oneDNN's convolutions run 8–10 % faster
+    in it on CPU (VAR's 256 px VQVAE, 1 thread: decoder 6.1–6.6 s against 6.6–7.3 s per image), and it is what
+    tensor cores prefer. Training keeps the default layout (its GroupNorm backward is not measured in
+    channels-last). The values are identical up to float rounding. The encoder stays in the default layout: in
+    channels-last its rounding changed with the batch size, enough to flip near-tied code choices, and
+    ``artok encode`` promises the same ids in any batch size."""
     return x if torch.is_grad_enabled() else x.contiguous(memory_format=torch.channels_last)
 
 
@@ -165,7 +167,7 @@ class ConvEncoder(nn.Module):
         self.downsample_factor = 2 ** (n - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(inference_layout(x))
+        h = self.conv_in(x)  # the default layout: channels-last made the ids depend on the batch size (near-ties)
         for level in self.down:
             h = level.run_blocks(h)
             if hasattr(level, "downsample"):
