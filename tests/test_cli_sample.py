@@ -119,3 +119,18 @@ def test_accelerate_launch_on_two_processes_writes_the_same_files(pipeline, tmp_
         subprocess.run([*launch, *entry, str(pipeline), *args, "--out", str(multi)], check=True, env=env)
         with np.load(single / "samples.npz") as a, np.load(multi / "samples.npz") as b:
             assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["labels"], b["labels"])
+
+
+def test_acceleration_flags_reach_the_sampler(pipeline, tmp_path, capsys):
+    base = ["sample", str(pipeline), "--classes", "3", "1", "--batch-size", "2", "--top-k", "10", "--seed", "7"]
+    assert cli(base + ["--out", str(tmp_path / "exact")]) == 0
+    # the pipeline's own generator as its draft: the same model predicts every block, so the same images
+    assert cli(base + ["--draft", str(pipeline), "--draft-last", "1", "--out", str(tmp_path / "self-draft")]) == 0
+    assert cli(base + ["--guidance-off-last", "1", "--out", str(tmp_path / "no-guidance")]) == 0
+    exact, drafted, unguided = (np.stack([np.asarray(Image.open(f)) for f in pngs(tmp_path / d)])
+                                for d in ("exact", "self-draft", "no-guidance"))
+    assert np.array_equal(exact, drafted)
+    assert not np.array_equal(exact, unguided)
+    assert cli(base + ["--merge-last", "1", "--merge-ratio", "0.9", "--out", str(tmp_path / "bad")]) != 0
+    assert "merge_ratio must be in [0, 0.5]" in capsys.readouterr().err
+    assert not pngs(tmp_path / "bad"), "a bad option is refused before any sampling"

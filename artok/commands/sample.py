@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from artok.models.text_encoder import TextEncoder
-from artok.pipeline import load_pipeline, open_pipeline  # noqa: F401  (eval generator calls cmd.load_pipeline)
-from artok.sampling import check_text_encoder, generate, generate_from_prompts
+from artok.pipeline import from_pretrained, load_pipeline, open_pipeline  # noqa: F401  (eval generator: cmd.load_pipeline)
+from artok.sampling import Acceleration, check_text_encoder, generate, generate_from_prompts
 from artok.sampling.to_disk import (GRID_MAX, GRID_NAME, NPZ_NAME, PROMPT_SAMPLE_NAME, SAMPLE_NAME, SAMPLE_RE,
                                     check_out_dir, existing_samples, finish, prepare_out_dir, sample_paths, to_uint8,
                                     write_grid, write_npz, write_pngs, write_prompts)
@@ -51,6 +51,13 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output directory for the PNGs, grid.png and samples.npz")
     add_sampling_arguments(p)
     p.add_argument("--npz", action="store_true", help=f"also write {NPZ_NAME} (arr_0: uint8 N×H×W×3, labels)")
+    fast = p.add_argument_group("training-free acceleration (VAR generators; approximate, off by default)")
+    fast.add_argument("--guidance-off-last", type=int, default=0, metavar="N",
+                      help="no unconditional pass in the last N blocks")
+    fast.add_argument("--merge-last", type=int, default=0, metavar="N", help="token merging in the last N blocks")
+    fast.add_argument("--merge-ratio", type=float, default=0.5, help="fraction of a block's tokens merged (<= 0.5)")
+    fast.add_argument("--draft", metavar="DIR", help="a smaller generator (or pipeline) on the same tokenizer ...")
+    fast.add_argument("--draft-last", type=int, default=0, metavar="N", help="... that predicts the last N blocks")
 
 
 def add_sampling_arguments(p) -> None:
@@ -128,7 +135,8 @@ def batches(labels: list[int], batch_size: int) -> list[tuple[int, int, list[int
 # ---------------------------------------------------------------------------------------------------------
 
 def sample_batch(tok, gen, labels: list[int], batch_index: int, args, device: torch.device, *,
-                 encoder: TextEncoder | None = None, prompts: list[str] | None = None) -> np.ndarray:
+                 encoder: TextEncoder | None = None, prompts: list[str] | None = None,
+                 acceleration: Acceleration | None = None) -> np.ndarray:
     """Batch ``batch_index`` drawn with the seed ``args.seed + batch_index``, as (B, H, W, 3) uint8. With an
     ``encoder``, ``labels`` are prompt numbers into ``prompts``."""
     rng = torch.Generator(device=device).manual_seed(args.seed + batch_index)
@@ -141,12 +149,13 @@ def sample_batch(tok, gen, labels: list[int], batch_index: int, args, device: to
         out = generate_from_prompts(gen, tok, encoder, [prompts[p] for p in labels], cfg_scale=args.cfg, **options)
     else:
         out = generate(gen, tok, torch.tensor(labels, device=device), cfg_scale=args.cfg,
-                       cfg_schedule=args.cfg_schedule, **options)
+                       cfg_schedule=args.cfg_schedule, acceleration=acceleration, **options)
     return to_uint8(out.images)
 
 
 def sample_jobs(tok, gen, jobs, args, device, *, out: Path, progress: bool = True, total: int | None = None,
-                encoder: TextEncoder | None = None, prompts: list[str] | None = None) -> int:
+                encoder: TextEncoder | None = None, prompts: list[str] | None = None,
+                acceleration: Acceleration | None = None) -> int:
     """Draw and write the given batches; returns the number of images written. Shows images/s. With an
     ``encoder``, the jobs' labels are prompt numbers into ``prompts``."""
     from tqdm.auto import tqdm
@@ -155,7 +164,8 @@ def sample_jobs(tok, gen, jobs, args, device, *, out: Path, progress: bool = Tru
     with tqdm(total=total or sum(len(j[2]) for j in jobs), unit="img", desc="sampling", disable=not progress,
               dynamic_ncols=True) as bar:
         for batch_index, start, labels in jobs:
-            images = sample_batch(tok, gen, labels, batch_index, args, device, encoder=encoder, prompts=prompts)
+            images = sample_batch(tok, gen, labels, batch_index, args, device, encoder=encoder, prompts=prompts,
+                                  acceleration=acceleration)
             write_pngs(out, start, labels, images, name=SAMPLE_NAME if encoder is None else PROMPT_SAMPLE_NAME)
             n += len(labels)
             bar.update(len(labels))
@@ -170,6 +180,21 @@ def default_device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def acceleration_from(args, device: torch.device, *, text: bool) -> Acceleration | None:
+    """The ``Acceleration`` the flags ask for (None when none is set); the draft loads onto ``device``."""
+    wanted = (args.guidance_off_last, args.merge_last, args.draft, args.draft_last)
+    if not any(wanted):
+        return None
+    if text:
+        raise ValueError("--guidance-off-last, --merge-last and --draft apply to VAR generators, not to HART")
+    draft = None
+    if args.draft:
+        loaded = from_pretrained(args.draft)  # a generator folder, or a pipeline whose generator is taken
+        draft = getattr(loaded, "generator", loaded).to(device).eval()
+    return Acceleration(guidance_off_last=args.guidance_off_last, merge_last=args.merge_last,
+                        merge_ratio=args.merge_ratio, draft=draft, draft_last=args.draft_last)
 
 
 def run(args) -> int:
@@ -196,6 +221,9 @@ def run(args) -> int:
         encoder = load_text_encoder(pipe, device, args.text_encoder)
     else:
         labels = plan_labels(args.classes, args.per_class, gen.num_classes)
+    acceleration = acceleration_from(args, device, text=text)
+    if acceleration is not None:
+        acceleration.checked(gen, len(gen.block_sizes))  # a bad option is an error before any sampling
     jobs = batches(labels, args.batch_size)
     mine = jobs[state.process_index::state.num_processes]
     if state.is_main_process:
@@ -204,7 +232,7 @@ def run(args) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     n = sample_jobs(tok, gen, mine, args, device, out=out, progress=state.is_main_process, encoder=encoder,
-                    prompts=prompts)
+                    prompts=prompts, acceleration=acceleration)
     seconds = time.perf_counter() - t0
     state.wait_for_everyone()
     if state.is_main_process:
