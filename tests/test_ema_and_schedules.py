@@ -74,32 +74,32 @@ def test_ema_state_round_trips_and_old_artok_ema_states_continue_the_same_averag
 
 # -- learning-rate schedule ---------------------------------------------------------------------------------------
 
+def learning_rates(make_scheduler, *, max_steps: int, ticks_per_step: int = 1) -> list[float]:
+    """The lr of each optimizer step, the scheduler stepped ``ticks_per_step`` times a step (once per process
+    under Accelerate)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt)
+    out = []
+    for _ in range(max_steps):
+        out.append(sched.get_last_lr()[0])
+        opt.step()
+        for _ in range(ticks_per_step):
+            sched.step()
+    return out
+
+
 def diffusers_lrs(name: str, *, warmup_steps: int, max_steps: int, ticks_per_step: int = 1) -> list[float]:
     from diffusers.optimization import get_scheduler
 
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = get_scheduler(name, opt, num_warmup_steps=warmup_steps * ticks_per_step,
-                          num_training_steps=max_steps * ticks_per_step)
-    out = []
-    for _ in range(max_steps):
-        out.append(sched.get_last_lr()[0])
-        opt.step()
-        for _ in range(ticks_per_step):
-            sched.step()
-    return out
+    return learning_rates(lambda opt: get_scheduler(name, opt, num_warmup_steps=warmup_steps * ticks_per_step,
+                                                    num_training_steps=max_steps * ticks_per_step),
+                          max_steps=max_steps, ticks_per_step=ticks_per_step)
 
 
 def artok_lrs(schedule: str, *, warmup_steps: int, max_steps: int, ticks_per_step: int = 1) -> list[float]:
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = build_scheduler(opt, schedule=schedule, warmup_steps=warmup_steps, max_steps=max_steps,
-                            ticks_per_step=ticks_per_step)
-    out = []
-    for _ in range(max_steps):
-        out.append(sched.get_last_lr()[0])
-        opt.step()
-        for _ in range(ticks_per_step):
-            sched.step()
-    return out
+    return learning_rates(lambda opt: build_scheduler(opt, schedule=schedule, warmup_steps=warmup_steps,
+                                                      max_steps=max_steps, ticks_per_step=ticks_per_step),
+                          max_steps=max_steps, ticks_per_step=ticks_per_step)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
