@@ -168,3 +168,31 @@ def test_sample_command_refuses_mismatched_conditions(pipeline, tmp_path, capsys
     assert cli(["sample", str(pipeline), "--prompt", "a red circle", "--text-encoder", str(tmp_path / "nowhere"),
                 "--out", str(tmp_path / "d")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_edit_command_takes_a_prompt_on_a_text_pipeline(pipeline, tmp_path, capsys):
+    size = artok.from_pretrained(pipeline).tokenizer.image_size
+    rng = np.random.default_rng(0)
+    image = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    mask = np.zeros((size, size), np.uint8)
+    mask[: size // 2] = 255  # generate the top half
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+
+    def run(out, prompt):
+        return cli(["edit", str(pipeline), "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
+                    "--prompt", prompt, "--num", "2", "--cfg", "3", "--top-k", "0", "--top-p", "0", "--seed", "1",
+                    "--out", str(tmp_path / out)])
+
+    assert run("a", "a red circle") == 0
+    assert "prompt 'a red circle'" in capsys.readouterr().out
+    a = [np.asarray(Image.open(tmp_path / "a" / f"edit_{i:04d}.png")) for i in range(2)]
+    assert (tmp_path / "a" / "grid.png").exists()
+    assert run("b", "a red circle") == 0  # same seed and prompt → the same edits
+    assert all(np.array_equal(x, np.asarray(Image.open(tmp_path / "b" / f"edit_{i:04d}.png"))) for i, x in enumerate(a))
+    assert run("c", "blue vertical stripes") == 0
+    c = np.asarray(Image.open(tmp_path / "c" / "edit_0000.png"))
+    top, bottom = slice(0, size // 2), slice(size // 2, size)
+    assert not np.array_equal(a[0][top], c[top]), "another prompt should change the generated half"
+    # the kept half comes from the input's ids and residual under either prompt: far closer than the generated one
+    assert np.abs(a[0][bottom].astype(int) - c[bottom]).mean() < np.abs(a[0][top].astype(int) - c[top]).mean()

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artok.commands.sample import add_sampling_arguments, default_device
+from artok.commands.sample import add_sampling_arguments, default_device, load_text_encoder
 from artok.data.images import load_image
 from artok.data.transforms import pil_to_tensor
-from artok.pipeline import load_pipeline
-from artok.sampling import edit
+from artok.pipeline import open_pipeline
+from artok.sampling import check_text_encoder, edit, prompt_condition
 from artok.sampling.to_disk import check_out_dir, prepare_out_dir, to_uint8
 
 EDIT_NAME = "edit_{:04d}.png"
@@ -71,14 +71,32 @@ def write_strip(out: Path, image: torch.Tensor, mask: torch.Tensor, edits: np.nd
 
 
 def run(args) -> int:
-    if args.prompt is not None:
-        raise ValueError("--prompt needs a text-conditioned HART pipeline and its text encoder, which artok sample and "
-                         "edit do not drive yet; edit class-conditional pipelines with --class")
     device = default_device(args.device)
     check_out_dir(args.out, args.overwrite)
-    tok, gen = load_pipeline(args.checkpoint, device)
-    if not 0 <= args.class_id < gen.num_classes:
-        raise ValueError(f"--class {args.class_id}: the generator has classes 0..{gen.num_classes - 1}")
+    pipe = open_pipeline(args.checkpoint, device)
+    tok, gen = pipe.tokenizer, pipe.generator
+    if args.prompt is not None:
+        if not pipe.text_conditioned:
+            raise ValueError(f"{args.checkpoint} holds a class-conditional generator ({gen.num_classes} classes): "
+                             "edit it with --class (--prompt needs a text-conditioned HART pipeline)")
+        if args.cfg_schedule != "linear":
+            raise ValueError(f"HART guides with its own linear schedule; --cfg-schedule {args.cfg_schedule} does not apply")
+        encoder = load_text_encoder(pipe, device, args.text_encoder)
+        check_text_encoder(gen, encoder)
+        what = f"prompt {args.prompt!r}"
+    else:
+        if pipe.text_conditioned:
+            raise ValueError(f"{args.checkpoint} holds a text-conditioned generator: pass --prompt")
+        if not 0 <= args.class_id < gen.num_classes:
+            raise ValueError(f"--class {args.class_id}: the generator has classes 0..{gen.num_classes - 1}")
+        what = f"class {args.class_id}"
+
+    def condition(n: int) -> dict:
+        """edit()'s labels and, for a prompt, HART's context keywords, for n copies."""
+        if args.prompt is None:
+            return {"labels": torch.full((n,), args.class_id, device=device), "cfg_schedule": args.cfg_schedule}
+        return prompt_condition(encoder, [args.prompt] * n)
+
     size = tok.config.image_size
     image = read_image(args.image, size, resize=args.resize).to(device)
     mask = read_mask(args.mask, size, resize=args.resize).to(device)
@@ -86,8 +104,9 @@ def run(args) -> int:
     edits = []
     for start in range(0, args.num, args.batch_size):
         n = min(args.batch_size, args.num - start)
-        result = edit(gen, tok, image.expand(n, -1, -1, -1), mask, torch.full((n,), args.class_id, device=device),
-                      cfg_scale=args.cfg, cfg_schedule=args.cfg_schedule, top_k=args.top_k, top_p=args.top_p,
+        cond = condition(n)
+        result = edit(gen, tok, image.expand(n, -1, -1, -1), mask, cond.pop("labels"), **cond,
+                      cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p,
                       temperature=args.temperature, more_smooth=args.more_smooth, dtype=args.dtype,
                       generator=torch.Generator().manual_seed(args.seed + start))
         edits.extend(to_uint8(result.images))
@@ -96,7 +115,7 @@ def run(args) -> int:
     for i, array in enumerate(edits):
         Image.fromarray(array).save(out / EDIT_NAME.format(i))
     grid = write_strip(out, image.cpu(), mask.cpu(), np.stack(edits))
-    print(f"wrote {len(edits)} edits of {args.image} (class {args.class_id}) to {out}; {grid.name}: input, mask, edits")
+    print(f"wrote {len(edits)} edits of {args.image} ({what}) to {out}; {grid.name}: input, mask, edits")
     return 0
 
 
@@ -110,7 +129,9 @@ def register(sub, formatter_class) -> None:
     p.add_argument("--mask", required=True, help="black-and-white PNG of the same size: white pixels are generated")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--class", dest="class_id", type=int, help="class id to generate the white region under")
-    which.add_argument("--prompt", help="text prompt (text-conditioned HART; not supported yet)")
+    which.add_argument("--prompt", help="text prompt to generate the white region under (text-conditioned HART)")
+    p.add_argument("--text-encoder", metavar="DIR_OR_NAME",
+                   help="load the pipeline's recorded text encoder from here (a local copy of its weights)")
     p.add_argument("--num", type=int, default=4, help="how many edits (seeds --seed, --seed + 1, ...)")
     p.add_argument("--resize", action="store_true", help="resize image and mask to the tokenizer's size")
     p.add_argument("--out", required=True, help="output directory: edit_0000.png, ... and grid.png")
