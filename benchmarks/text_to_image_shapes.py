@@ -43,6 +43,8 @@ p.add_argument("--images", type=int, default=6000, help="captioned shapes encode
 p.add_argument("--per-class", type=int, default=24, help="prompts sampled per shape")
 p.add_argument("--cfg", type=float, default=3.0)
 p.add_argument("--seed", type=int, default=0)
+p.add_argument("--init-from", help="a trained quickstart-var-vqvae tokenizer to start the hybrid from (HART's recipe: "
+               "its encoder and codebook frozen, the decoder and residual path trained)")
 a = p.parse_args()
 out = Path(a.out)
 out.mkdir(parents=True, exist_ok=True)
@@ -57,6 +59,8 @@ train_tokenizer(TokenizerTrainConfig(
     tokenizer=tok_cfg, data=DataConfig(source="procedural", num_samples=20000, num_workers=0),
     loss=LossConfig(perceptual_weight=0.0, gan_weight=0.0, entropy_weight=0.1),
     train=TrainConfig(out_dir=str(out / "tokenizer"), seed=a.seed, batch_size=16, max_steps=100000,
+                      init_from=a.init_from,
+                      freeze=("encoder", "quant_conv", "quantizer.codebook") if a.init_from else (),
                       max_minutes=a.tokenizer_minutes, schedule_over="minutes", lr=1e-3, betas=(0.9, 0.95),
                       lr_schedule="cosine", warmup_steps=50, min_lr_ratio=0.05, ema_decay=0.99, log_every=50,
                       sample_every=100000, save_every=100000, eval_images=256, trackers=("none",), resume="never")),
