@@ -5,7 +5,6 @@ builders under the same class."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from artok.config.base import Config, ConfigError, suggest
 
@@ -33,8 +32,6 @@ class EncoderConfig(Config):
     """Base of encoder/decoder configs; ``kind`` picks the subclass when loading."""
 
     kind: str = "conv"
-    # how many pixels one latent cell covers along each side; subclasses define it
-    KIND: ClassVar[str] = ""
 
     @classmethod
     def from_dict(cls, data: dict, *, where: str | None = None):
@@ -132,11 +129,11 @@ class ViTEncoderConfig(EncoderConfig):
     mlp_ratio: float = 4.0
     positions: str = "sincos"
     conv_stem: bool = False
-    KIND: ClassVar[str] = "vit"
 
     def validate(self) -> None:
-        where = f"encoder ({self.KIND})"
-        if self.kind != self.KIND:
+        kind = encoder_kind(type(self))
+        where = f"encoder ({kind})"
+        if self.kind != kind:
             raise ConfigError(f"{where}: config class {type(self).__name__} has kind '{self.kind}'")
         if self.patch_size < 1:
             raise ConfigError(f"{where}.patch_size must be >= 1, got {self.patch_size}")
@@ -171,7 +168,6 @@ class TokenMergeEncoderConfig(ViTEncoderConfig):
     merge_per_layer: int = 8
     merge_schedule: str = "constant"
     proportional_attention: bool = True
-    KIND: ClassVar[str] = "tome"
 
     def validate(self) -> None:
         super().validate()
@@ -198,7 +194,6 @@ class MixedScaleEncoderConfig(ViTEncoderConfig):
     gate_temperature: float = 1.0
     gate_loss_weight: float = 1.0
     coarse_embedding: str = "weights"
-    KIND: ClassVar[str] = "msvit"
 
     def validate(self) -> None:
         super().validate()
@@ -231,7 +226,6 @@ class QuadtreeEncoderConfig(ViTEncoderConfig):
     levels: int = 2
     token_budget: int = 128
     scorer: str = "pixel_variance"
-    KIND: ClassVar[str] = "quadtree"
 
     def validate(self) -> None:
         super().validate()
@@ -255,7 +249,6 @@ class SuperTokenEncoderConfig(ViTEncoderConfig):
     kind: str = "stvit"
     super_token_size: int = 2
     sampling_iterations: int = 1
-    KIND: ClassVar[str] = "stvit"
 
     def validate(self) -> None:
         super().validate()
@@ -280,7 +273,6 @@ class VisualTransformerEncoderConfig(ViTEncoderConfig):
     kind: str = "vt"
     num_tokens: int = 16
     recurrent: bool = True
-    KIND: ClassVar[str] = "vt"
 
     def validate(self) -> None:
         super().validate()
@@ -298,7 +290,6 @@ class TokenLearnerEncoderConfig(ViTEncoderConfig):
     kind: str = "tokenlearner"
     num_tokens: int = 8
     learner_position: int = 1
-    KIND: ClassVar[str] = "tokenlearner"
 
     def validate(self) -> None:
         super().validate()
@@ -319,7 +310,6 @@ class ContextClusterEncoderConfig(ViTEncoderConfig):
     kind: str = "coc"
     region_size: int = 4
     centres_per_side: int = 2
-    KIND: ClassVar[str] = "coc"
 
     def validate(self) -> None:
         super().validate()
