@@ -59,7 +59,7 @@ def main() -> None:
         size = sum(q.numel() for q in draft.parameters()) / sum(q.numel() for q in gen.parameters())
         settings[f"draft model ({size:.0%} of the parameters), last block"] = Acceleration(draft=draft, draft_last=1)
         if K > 2:
-            settings[f"draft model, last 2 blocks"] = Acceleration(draft=draft, draft_last=2)
+            settings["draft model, last 2 blocks"] = Acceleration(draft=draft, draft_last=2)
         settings["guidance off + draft, last block"] = Acceleration(guidance_off_last=1, draft=draft, draft_last=1)
 
     labels = torch.arange(args.batch) % classes

@@ -1,6 +1,6 @@
-"""``artok edit``: zero-shot in-painting, out-painting and class-conditional edits with an artok pipeline (VAR or
-class-conditional HART): the mask's white pixels are generated under ``--class``, the rest is kept from the
-input image, teacher-forced at every scale (``artok.sampling.edit``)."""
+"""``artok edit``: zero-shot in-painting, out-painting and conditional edits with an artok pipeline: the mask's
+white pixels are generated under ``--class`` (VAR, class-conditional HART) or ``--prompt`` (text-conditioned
+HART), the rest is kept from the input image, teacher-forced at every scale (``artok.sampling.edit``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -94,7 +94,7 @@ def run(args) -> int:
     def condition(n: int) -> dict:
         """edit()'s labels and, for a prompt, HART's context keywords, for n copies."""
         if args.prompt is None:
-            return {"labels": torch.full((n,), args.class_id, device=device), "cfg_schedule": args.cfg_schedule}
+            return {"labels": torch.full((n,), args.class_id, device=device)}
         return prompt_condition(encoder, [args.prompt] * n)
 
     size = tok.config.image_size
@@ -106,7 +106,7 @@ def run(args) -> int:
         n = min(args.batch_size, args.num - start)
         cond = condition(n)
         result = edit(gen, tok, image.expand(n, -1, -1, -1), mask, cond.pop("labels"), **cond,
-                      cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p,
+                      cfg_scale=args.cfg, cfg_schedule=args.cfg_schedule, top_k=args.top_k, top_p=args.top_p,
                       temperature=args.temperature, more_smooth=args.more_smooth, dtype=args.dtype,
                       generator=torch.Generator().manual_seed(args.seed + start))
         edits.extend(to_uint8(result.images))
@@ -120,7 +120,7 @@ def run(args) -> int:
 
 
 def register(sub, formatter_class) -> None:
-    p = sub.add_parser("edit", help="in-paint / out-paint an image with an artok pipeline under a class",
+    p = sub.add_parser("edit", help="in-paint / out-paint an image with an artok pipeline under a class or a prompt",
                        description=__doc__, formatter_class=formatter_class,
                        epilog="example:\n  artok edit artok-quickstart/pipeline --image shape.png --mask centre.png "
                               "--class 3 --num 8 --cfg 3 --top-k 0 --top-p 0 --out edits")

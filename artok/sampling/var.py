@@ -81,7 +81,7 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
     code_table = tok.indices_to_codes(torch.arange(tok.codebook_size, device=device)) if more_smooth else None
 
     f_hat, ids, all_logits, start = None, [], [], 0
-    history = []  # the tokenizer's input of every block after the first, for a draft model to catch up
+    history = []  # the tokenizer's input of every block after the first, kept for a draft model to catch up
     for k, size in enumerate(sizes):
         if k == acc.draft_from(K):
             model, cond, cache, x = _switch_to_draft(acc.draft, labels, history, sizes, rows=x.shape[0], mixed=mixed)
@@ -109,7 +109,8 @@ def generate_var(model, tok, labels, *, cfg_scale: float, top_k: int = 0, top_p:
             f_hat, nxt = tok.autoregressive_step(k, f_hat, block_ids)
         start += size
         if nxt is not None:
-            history.append(nxt)
+            if acc.draft is not None:
+                history.append(nxt)
             with mixed:
                 x = model.embed_block(nxt, start)
             if guided:
@@ -131,11 +132,8 @@ def _switch_to_draft(draft, labels, history, sizes, *, rows: int, mixed):
     start = sizes[0]
     with mixed:
         x = draft.start_tokens(cond)
-        for nxt in history[:-1]:
+        for nxt in history:  # feed each sampled block, then embed the next one's input
             draft.step(x, cond, cache)
-            x = draft.embed_block(nxt, start)
-            x = x.repeat(rows // x.shape[0], 1, 1)
+            x = draft.embed_block(nxt, start).repeat(rows // nxt.shape[0], 1, 1)
             start += nxt.shape[1]
-        draft.step(x, cond, cache)
-        x = draft.embed_block(history[-1], start).repeat(rows // history[-1].shape[0], 1, 1)
     return draft, cond, cache, x
