@@ -79,8 +79,8 @@ write_captions(source, out / "tokens", encoder=encoder, batch_size=256, progress
 print(f"encoded {a.images} shapes with captions ({(time.time() - t0) / 60:.1f} min)", flush=True)
 
 # 3. the shapes classifier (the quickstart's metric) -------------------------------------------------------
-train_x, train_y = real_images(CLASSIFIER_IMAGES, split="train", image_size=size)
-test_x, test_y = real_images(1000, split="test", image_size=size)
+train_x, train_y = real_images(CLASSIFIER_IMAGES, split="train", image_size=size, style="scattered")
+test_x, test_y = real_images(1000, split="test", image_size=size, style="scattered")
 classifier = train_classifier(train_x, train_y, num_classes=classes, steps=CLASSIFIER_STEPS, batch_size=64,
                               progress=False, seed=0)
 real_acc = accuracy(classifier, test_x, test_y)

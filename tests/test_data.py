@@ -184,6 +184,31 @@ def test_procedural_stripes_stay_thick_enough_at_16_px():
     assert runs and min(runs) >= 2, sorted(runs)[:10]
 
 
+def test_centred_shapes_use_the_palette_stay_near_the_centre_and_are_captioned_by_their_colour():
+    from artok.data.builtin import CENTRED_BACKGROUNDS, CENTRED_COLOURS, COLOUR_NAMES, PROCEDURAL_CLASSES
+
+    data = ProceduralShapes(num_samples=60, image_size=32, style="centred")
+    scattered = ProceduralShapes(num_samples=60, image_size=32)
+    assert [data[i][1] for i in range(10)] == list(range(10))
+    assert not np.array_equal(np.asarray(data[0][0]), np.asarray(scattered[0][0]))
+    backgrounds = {tuple(b) for b in CENTRED_BACKGROUNDS}
+    for i in range(0, 60, 10):  # circles: the corners are background, the centre is the named colour
+        image = np.asarray(data[i][0]).astype(int)
+        assert tuple(image[0, 0]) in backgrounds and tuple(image[-1, -1]) in backgrounds
+        name = data.caption(i).removeprefix("a ").removesuffix(" circle")
+        assert name in CENTRED_COLOURS
+        assert np.abs(image[16, 16] - np.array(COLOUR_NAMES[name])).max() <= 2
+    for i in range(60):  # every caption names a palette colour and the class
+        caption = data.caption(i)
+        assert caption.endswith(PROCEDURAL_CLASSES[i % 10]) and any(c in caption for c in CENTRED_COLOURS)
+    assert data.name(3) == "procedural-centred[3]" and scattered.name(3) == "procedural[3]"
+    spec = data_config_from_spec("procedural-centred")
+    built = build_dataset(spec, image_size=32, train=False, split="test")
+    assert built.source.style == "centred" and built.source.seed == 1
+    with pytest.raises(ValueError, match="unknown shape style 'tiled'"):
+        ProceduralShapes(style="tiled")
+
+
 def test_skimage_crops():
     pytest.importorskip("skimage")
     dataset = build_dataset(DataConfig(source="skimage", num_samples=5), image_size=32, train=False)

@@ -274,3 +274,21 @@ def test_text_to_image_sampling_options(tiny_t2i):
                             diffusion_noise=(torch.zeros(32, 8), torch.zeros(8, 32, 8)), context_mask=mask)
               for _ in range(2)]
     assert torch.equal(greedy[0].latent, greedy[1].latent)
+
+
+def test_quickstart_hart_pairs_with_the_hybrid_quickstart_tokenizer():
+    """The VAR-vs-HART benchmark's HART: it samples class-conditional images from the hybrid twin of the
+    quickstart tokenizer, and its ids and residual decode to the images it returns."""
+    from artok.config.presets import tokenizer_config
+    from artok.sampling import generate
+
+    tok_cfg = tokenizer_config("quickstart-var-vqvae")
+    tok = artok.build_tokenizer(tok_cfg.replace(quantizer=tok_cfg.quantizer.replace(kind="hybrid"))).eval()
+    torch.manual_seed(0)
+    model = build_hart("quickstart-hart").eval()
+    assert (model.config.codebook_size, model.config.latent_channels, tuple(model.config.scales)) == \
+        (tok.codebook_size, tok.latent_channels, tuple(tok.scales))
+    out = generate(model, tok, torch.tensor([0, 9]), cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (2, 3, 16, 16) and torch.isfinite(out.images).all()
+    assert [i.shape[1] for i in out.ids] == [s * s for s in tok.scales]
+    assert torch.allclose(out.images, tok.detokenize(out.ids, out.residual).clamp(-1, 1), atol=1e-5)

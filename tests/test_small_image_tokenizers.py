@@ -361,3 +361,27 @@ def test_straight_through_is_a_checked_msrq_option():
         QuantizerConfig(kind="vq", scales=(4,), straight_through="per_scale").validate()
     with pytest.raises(ValueError, match="straight_through"):
         MultiScaleResidualQuantizer(codebook_size=8, dim=4, scales=(1, 2), straight_through="nope")
+
+
+def test_norm_groups_zero_builds_a_plain_residual_conv_body():
+    """norm_groups 0: no GroupNorm anywhere; a block is x + conv2(SiLU(conv1(SiLU(x)))), its input untouched
+    (no in-place SiLU on a tensor the shortcut still reads), and a tokenizer built so trains."""
+    torch.manual_seed(0)
+    block = ResnetBlock(8, 8, groups=0)
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    kept = x.detach().clone()
+    y = block(x)
+    assert torch.equal(x.detach(), kept)
+    expected = kept + block.conv2(torch.nn.functional.silu(block.conv1(torch.nn.functional.silu(kept))))
+    assert torch.allclose(y, expected, atol=1e-6)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    config = small_config()
+    config = config.replace(encoder=config.encoder.replace(norm_groups=0))
+    tok = Tokenizer(config)
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in tok.modules())
+    out = tok(torch.rand(2, 3, 32, 32) * 2 - 1)
+    (out.reconstruction.square().mean() + sum(out.losses.values())).backward()
+    assert all(torch.isfinite(p.grad).all() for p in tok.encoder.parameters() if p.grad is not None)
+    with pytest.raises(ConfigError, match="norm_groups must be >= 0"):
+        ConvEncoderConfig(ch=16, ch_mult=(1, 2), norm_groups=-1).validate()

@@ -77,7 +77,7 @@ def register(sub, formatter_class) -> None:
     p.add_argument("tokenizer", help="artok tokenizer (or pipeline) checkpoint directory")
     p.add_argument("--data", required=True,
                    help="image folder, tar shards (*.tar / {000..009}.tar), hf:NAME, a save_to_disk folder, or a "
-                        "built-in set: procedural, fashion-mnist, skimage")
+                        "built-in set: procedural, procedural-centred, fashion-mnist, skimage")
     p.add_argument("--out", required=True, help="output directory (resumed if it holds a partial encoding)")
     p.add_argument("--augment", choices=("none", "hflip", "tencrop"), default="none",
                    help="views per image: none (1), hflip (2), tencrop (10: 5 crops of a 1.1x resize and flips)")

@@ -65,7 +65,7 @@ def register_tokenizer(targets, formatter_class) -> None:
                "--metrics psnr,ssim,rfid,usage --json eval.json")
     p.add_argument("checkpoint", help="tokenizer, pipeline or training-run directory")
     p.add_argument("--data", required=True, help="image folder, tar shards, hf:NAME or a built-in dataset "
-                                                 "(procedural, fashion-mnist, skimage)")
+                                                 "(procedural, procedural-centred, fashion-mnist, skimage)")
     p.add_argument("--split", default="test", help="split of datasets that have one")
     p.add_argument("--num-images", type=int, default=1000, help="images to evaluate (0: all)")
     p.add_argument("--batch-size", type=int, default=32)

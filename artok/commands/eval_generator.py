@@ -175,7 +175,8 @@ def register_generator(targets, formatter_class) -> None:
     p.add_argument("--out", required=True, help="directory for samples/, samples.npz, reference statistics, results")
     p.add_argument("--ref", required=True,
                    help="reference: an images .npz (arr_0, e.g. VIRTUAL_imagenet256_labeled.npz), statistics written "
-                        "by a previous evaluation, an image folder, or a dataset (procedural, fashion-mnist, hf:NAME)")
+                        "by a previous evaluation, an image folder, or a dataset (procedural, procedural-centred, "
+                        "fashion-mnist, hf:NAME)")
     p.add_argument("--ref-split", default="test", help="split of a dataset reference")
     p.add_argument("--ref-limit", type=int, default=0, help="use only the first N reference images (0: all)")
     p.add_argument("--samples", help="evaluate this existing samples .npz instead of sampling")

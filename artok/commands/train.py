@@ -99,7 +99,7 @@ def register_tokenizer(targets, formatter_class) -> None:
                "  artok train tokenizer --config configs/train/var-tokenizer-f16.yaml --data /images --num-processes 8")
     p.add_argument("--config", help="training YAML (configs/train/*.yaml, configs/tiny/*.yaml); defaults when omitted")
     p.add_argument("--data", help="shortcut for data.source/data.path: a folder, tar shards, hf:NAME, or one of "
-                                  "procedural, fashion-mnist, skimage")
+                                  "procedural, procedural-centred, fashion-mnist, skimage")
     p.add_argument("--out-dir", help="shortcut for train.out_dir")
     p.add_argument("--num-processes", type=int, default=1, help="processes to launch with accelerate")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="shortcut for train.mixed_precision")

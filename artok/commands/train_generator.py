@@ -62,7 +62,7 @@ def register_generator(targets, formatter_class) -> None:
     p.add_argument("--tokenizer", help="tokenizer (or pipeline) checkpoint whose ids the generator models")
     p.add_argument("--tokens", help="token shards written by artok encode (data.tokens)")
     p.add_argument("--data", help="images to tokenize on the fly when there are no shards (data.images): a folder, "
-                                  "tar shards, hf:NAME, or procedural, fashion-mnist, skimage")
+                                  "tar shards, hf:NAME, or procedural, procedural-centred, fashion-mnist, skimage")
     p.add_argument("--text-encoder", metavar="NAME_OR_DIR",
                    help="text-conditioned HART: the text encoder of the captions (text_encoder.name_or_path)")
     p.add_argument("--caption-key", default="caption",

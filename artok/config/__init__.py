@@ -23,13 +23,13 @@ from artok.config.generator import (  # noqa: F401
 )
 from artok.config.text import TextEncoderConfig, hart_text_encoder  # noqa: F401
 from artok.config.training import (  # noqa: F401
-    CROP_MODES, DATA_SOURCES, DISCRIMINATOR_NORMS, DataConfig, GAN_LOSSES, GeneratorDataConfig,
+    BUILTIN_SOURCES, CROP_MODES, DATA_SOURCES, DISCRIMINATOR_NORMS, DataConfig, GAN_LOSSES, GeneratorDataConfig,
     GeneratorRecipeConfig, GeneratorTrainConfig, LR_SCHEDULES, LossConfig, MIXED_PRECISION, PERCEPTUAL_NETWORKS,
     RECONSTRUCTION_LOSSES, TokenizerTrainConfig, TrainConfig, VIEW_MODES,
 )
 
 __all__ = [
-    'BLOCK_UNITS', 'CROP_MODES', 'Config', 'ConfigError', 'ConvEncoderConfig', 'DATA_SOURCES',
+    'BLOCK_UNITS', 'BUILTIN_SOURCES', 'CROP_MODES', 'Config', 'ConfigError', 'ConvEncoderConfig', 'DATA_SOURCES',
     'DISCRIMINATOR_NORMS', 'DataConfig', 'DiffusionHeadConfig', 'ENCODER_CONFIGS', 'EncoderConfig',
     'GAN_LOSSES', 'GeneratorConfig', 'GeneratorDataConfig', 'GeneratorRecipeConfig', 'GeneratorTrainConfig',
     'HART_ADALN', 'HART_POOLING', 'HART_SCALES_1024', 'HartConfig', 'LR_SCHEDULES', 'LossConfig',

@@ -64,7 +64,9 @@ class ConvEncoderConfig(EncoderConfig):
     blocks of each level (finest first) for the encoder and the decoder alike, so a small-image tokenizer
     can skip the costly full-resolution blocks, e.g. ``ch_mult: [1, 2, 4], level_blocks: [0, 1, 1]``; the
     resampling convolutions then change the width (so the decoder's high-resolution convolutions run at the
-    narrow width). ``mid: false`` drops the two middle blocks (and their attention).
+    narrow width). ``mid: false`` drops the two middle blocks (and their attention). ``norm_groups``: the
+    GroupNorm groups; 0 drops every normalisation (a plain residual conv net, as small-image autoencoders
+    are often written).
     """
 
     kind: str = "conv"
@@ -83,8 +85,10 @@ class ConvEncoderConfig(EncoderConfig):
             raise ConfigError(f"conv encoder config has kind '{self.kind}'")
         if self.ch <= 0 or not self.ch_mult or any(m <= 0 for m in self.ch_mult):
             raise ConfigError(f"encoder: ch and ch_mult must be positive, got ch={self.ch}, ch_mult={self.ch_mult}")
+        if self.norm_groups < 0:
+            raise ConfigError(f"encoder.norm_groups must be >= 0 (0: no normalisation), got {self.norm_groups}")
         for m in self.ch_mult:
-            if (self.ch * m) % self.norm_groups:
+            if self.norm_groups and (self.ch * m) % self.norm_groups:
                 raise ConfigError(
                     f"encoder: width ch*ch_mult = {self.ch * m} is not divisible by norm_groups={self.norm_groups}"
                 )

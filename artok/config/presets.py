@@ -361,6 +361,19 @@ def _tiny_hart_t2i() -> HartConfig:
                                     adaln="shared_table", attention_l2_norm=False)
 
 
+@hart_preset("quickstart-hart")
+def _quickstart_hart() -> HartConfig:
+    """quickstart-var's HART twin, on a hybrid quickstart-var-vqvae: 4 Llama blocks of width 128 over scales
+    (1, 2, 4, 8), V=512, C=16, 10 classes, pooled AdaLN, a diffusion MLP of width 128 x 2 for the residual
+    (benchmarks/var_vs_hart.py trains the two side by side)."""
+    return HartConfig(
+        codebook_size=512, latent_channels=16, scales=QUICKSTART_SCALES, depth=4, embed_dim=128, num_heads=4,
+        context_dim=0, num_classes=10, adaln="pooled", attention_l2_norm=True, min_kept_tokens=16,
+        train_top_k=0, train_top_p=0.0,
+        diffusion_head=DiffusionHeadConfig(latent_channels=16, condition_dim=128, width=128, depth=2),
+    )
+
+
 def hart_config(name: str, **overrides: Any) -> HartConfig:
     """The HART preset ``name`` with dotted overrides applied (``{"depth": 4}``)."""
     return HARTS.config(name, **overrides)

@@ -13,7 +13,8 @@ from artok.config.tokenizer import TokenizerConfig
 # Training (runtime knobs only: none of these reach model code)
 # ---------------------------------------------------------------------------------------------------------
 
-DATA_SOURCES = ("folder", "hf", "webdataset", "fashion-mnist", "skimage", "procedural")
+DATA_SOURCES = ("folder", "hf", "webdataset", "fashion-mnist", "skimage", "procedural", "procedural-centred")
+BUILTIN_SOURCES = DATA_SOURCES[3:]  # the offline sets --data names
 CROP_MODES = ("random", "center")
 RECONSTRUCTION_LOSSES = ("l1", "l2")
 PERCEPTUAL_NETWORKS = ("vgg", "alex", "squeeze")
@@ -32,7 +33,8 @@ class DataConfig(Config):
     ``source``: ``folder`` (``path`` is a directory, searched recursively; first-level sub-folders are
     classes), ``hf`` (``path`` is a Hugging Face dataset name or a ``save_to_disk`` folder), ``webdataset``
     (``path`` is a tar shard, a glob or a brace pattern such as ``shards/{000..009}.tar``), or a built-in
-    offline set: ``fashion-mnist``, ``skimage`` (random crops of scikit-image's photos), ``procedural``.
+    offline set: ``fashion-mnist``, ``skimage`` (random crops of scikit-image's photos), ``procedural`` (shapes
+    scattered on gradients) or ``procedural-centred`` (the quickstart's: centred shapes on flat backgrounds).
     ``resize`` is the shorter side before cropping (None: the image size, so crops keep the whole width).
     ``pad_small``: images smaller than the model's size are padded with black (centred) instead of
     upscaled, as Fashion-MNIST's 28 px images are usually padded to 32 px. ``caption_key``: the text column of

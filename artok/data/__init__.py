@@ -7,6 +7,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from artok.config import DATA_SOURCES, DataConfig
+from artok.config.training import BUILTIN_SOURCES
 from artok.data.builtin import (FashionMNIST, ProceduralShapes, SkimagePhotos, draw_shape,
                                 fashion_mnist_available)
 from artok.data.images import IMAGE_EXTENSIONS, BadImageError, load_image, to_rgb
@@ -35,9 +36,10 @@ def build_source(config: DataConfig, *, image_size: int, seed: int = 0, split: s
     if config.source == "skimage":
         return SkimagePhotos(num_samples=config.num_samples, min_side=image_size,
                              seed=seed + (0 if split == "train" else 1))
-    if config.source == "procedural":
+    if config.source in ("procedural", "procedural-centred"):
         return ProceduralShapes(num_samples=config.num_samples, image_size=image_size,
-                                seed=seed + (0 if split == "train" else 1))
+                                seed=seed + (0 if split == "train" else 1),
+                                style="centred" if config.source == "procedural-centred" else "scattered")
     raise ValueError(f"unknown data source '{config.source}'; choose one of {', '.join(DATA_SOURCES)}")
 
 
@@ -52,9 +54,9 @@ def build_dataset(config: DataConfig, *, image_size: int, train: bool = True, se
 
 
 def data_config_from_spec(spec: str, **fields) -> DataConfig:
-    """``--data`` on the command line: a built-in name (``procedural``, ``fashion-mnist``, ``skimage``), an
-    image folder, a ``save_to_disk`` dataset folder, tar shards (``*.tar`` patterns), or ``hf:NAME``."""
-    if spec in ("procedural", "fashion-mnist", "skimage"):
+    """``--data`` on the command line: a built-in name (``BUILTIN_SOURCES``: ``procedural``, ``fashion-mnist``,
+    ...), an image folder, a ``save_to_disk`` dataset folder, tar shards (``*.tar`` patterns), or ``hf:NAME``."""
+    if spec in BUILTIN_SOURCES:
         if spec == "fashion-mnist":
             fields.setdefault("pad_small", True)  # 28 px → 32 px with black borders, as the field pads it
         return DataConfig(source=spec, **fields)
@@ -67,7 +69,7 @@ def data_config_from_spec(spec: str, **fields) -> DataConfig:
         is_hf = any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
         return DataConfig(source="hf" if is_hf else "folder", path=spec, **fields)
     raise FileNotFoundError(f"--data '{spec}': not a folder, tar shards or built-in dataset "
-                            f"(procedural, fashion-mnist, skimage); use hf:NAME for a Hugging Face dataset")
+                            f"({', '.join(BUILTIN_SOURCES)}); use hf:NAME for a Hugging Face dataset")
 
 
 __all__ = ["BadImageError", "FashionMNIST", "HFImageDataset", "IMAGE_EXTENSIONS", "ImageFolder", "ImageTransform",

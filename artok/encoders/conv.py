@@ -20,8 +20,17 @@ def inference_layout(x: torch.Tensor) -> torch.Tensor:
     return x if torch.is_grad_enabled() else x.contiguous(memory_format=torch.channels_last)
 
 
-def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
+def group_norm(channels: int, groups: int = 32) -> nn.Module:
+    """GroupNorm over ``groups`` groups; ``groups`` 0 means no normalisation (an identity)."""
+    if groups == 0:
+        return nn.Identity()
     return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
+
+
+def norm_silu(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """SiLU(norm(x)), in place on a GroupNorm's output (its backward needs its input, not its output); out of
+    place without a norm, where the input is still needed (the shortcut reads it)."""
+    return F.silu(norm(x), inplace=not isinstance(norm, nn.Identity))
 
 
 class ResnetBlock(nn.Module):
@@ -37,9 +46,8 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # in-place SiLU on the norms' outputs (GroupNorm's backward needs its input, not its output)
-        h = self.conv1(F.silu(self.norm1(x), inplace=True))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
+        h = self.conv1(norm_silu(self.norm1, x))
+        h = self.conv2(self.dropout(norm_silu(self.norm2, h)))
         return self.nin_shortcut(x) + h
 
 
@@ -173,7 +181,7 @@ class ConvEncoder(nn.Module):
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h), inplace=True)).contiguous()
+        return self.conv_out(norm_silu(self.norm_out, h)).contiguous()
 
 
 class ConvDecoder(nn.Module):
@@ -228,4 +236,4 @@ class ConvDecoder(nn.Module):
             h = level.run_blocks(h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h), inplace=True)).contiguous()
+        return self.conv_out(norm_silu(self.norm_out, h)).contiguous()

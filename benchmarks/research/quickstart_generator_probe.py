@@ -53,10 +53,10 @@ size = 16
 if clf_path.exists():
     clf = torch.load(clf_path, weights_only=False)
 else:
-    x, y = real_images(3000, split="train", image_size=size)
+    x, y = real_images(3000, split="train", image_size=size, style="scattered")
     clf = train_classifier(x, y, num_classes=10, steps=150, batch_size=32, progress=False, seed=0)
     torch.save(clf, clf_path)
-tx, ty = real_images(1000, split="test", image_size=size)
+tx, ty = real_images(1000, split="test", image_size=size, style="scattered")
 print("classifier on real", accuracy(clf, tx, ty))
 g = generator_config("quickstart-var").to_dict(); g.update(json.loads(a.gen))
 train = {"out_dir": a.out, "seed": 0, "batch_size": a.batch, "max_steps": 10**6, "max_minutes": a.seconds / 60,

@@ -25,7 +25,7 @@ a = p.parse_args()
 torch.set_num_threads(2)
 clf = torch.load(Path(a.run) / "classifier.pt", weights_only=False)
 tok, gen = load_pipeline(a.pipeline, "cpu")
-x, y = real_images(10 * a.per_class * 3, split="test", image_size=tok.config.image_size)
+x, y = real_images(10 * a.per_class * 3, split="test", image_size=tok.config.image_size, style="scattered")
 keep = torch.cat([torch.nonzero(y == c).flatten()[: a.per_class] for c in range(10)])
 x, y = x[keep], y[keep]
 with torch.no_grad():

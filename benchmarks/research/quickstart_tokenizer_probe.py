@@ -53,10 +53,10 @@ tok = from_pretrained(out / "tokenizer" / "tokenizer").eval()
 import os
 from artok.metrics.classifier import train_classifier
 if not os.path.exists("runs/qs/clf16.pt"):
-    x, y = real_images(10000, split="train", image_size=16)
+    x, y = real_images(10000, split="train", image_size=16, style="scattered")
     torch.save(train_classifier(x, y, num_classes=10, steps=1000, batch_size=64, progress=False, seed=0), "runs/qs/clf16.pt")
 clf = torch.load("runs/qs/clf16.pt", weights_only=False)
-tx, ty = real_images(1000, split="test", image_size=16)
+tx, ty = real_images(1000, split="test", image_size=16, style="scattered")
 with torch.no_grad():
     ids = tok.tokenize(tx)
     recs = prefix_reconstructions(tok, ids) + [tok.detokenize(ids)]

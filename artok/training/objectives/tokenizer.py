@@ -25,7 +25,7 @@ from artok.training.report import reconstruction_grid
 from artok.training.run import Objective, micro_step
 
 GRID_IMAGES = 16
-EVAL_SPLIT = {"fashion-mnist": "test", "procedural": "test", "skimage": "test"}  # held-out where one exists
+EVAL_SPLIT = {"fashion-mnist": "test", "procedural": "test", "procedural-centred": "test", "skimage": "test"}  # held-out where one exists
 
 
 @contextlib.contextmanager
