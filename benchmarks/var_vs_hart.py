@@ -127,17 +127,17 @@ def main() -> None:
                                                   minutes=a.generator_minutes,
                                                   steps=steps_estimate(a.generator_minutes, 4.0), seed=a.seed,
                                                   classes=classes), progress=False)
-        pipe = from_pretrained(run / "pipeline").eval()
-        sample_per_class(pipe.generator, pipe.tokenizer, classes, 1, seed=a.seed, device="cpu")  # warm-up
+        pipe = from_pretrained(run / "pipeline")
+        gen, gen_tok = pipe.generator.eval(), pipe.tokenizer.eval()
+        sample_per_class(gen, gen_tok, classes, 1, seed=a.seed, device="cpu")  # warm-up
         t = time.perf_counter()
-        samples, labels = sample_per_class(pipe.generator, pipe.tokenizer, classes, a.per_class, seed=a.seed,
-                                           device="cpu")
+        samples, labels = sample_per_class(gen, gen_tok, classes, a.per_class, seed=a.seed, device="cpu")
         seconds = time.perf_counter() - t
         per_class = per_class_accuracy(classifier, samples, labels, classes)
         quality = sample_quality(classifier, samples, train_x[:n], test_x)
         save_class_grid(samples.view(classes, a.per_class, *samples.shape[1:])[:, :10].flatten(0, 1), classes,
                         out / f"samples_{name.lower()}.png")
-        results[name] = {"parameters": sum(q.numel() for q in pipe.generator.parameters()), "steps": result.step,
+        results[name] = {"parameters": sum(q.numel() for q in gen.parameters()), "steps": result.step,
                          "final_loss": result.final_loss, "class_accuracy": sum(per_class) / classes,
                          "weakest_class": min(per_class), "per_class": dict(zip(PROCEDURAL_CLASSES, per_class)),
                          "fid": quality["fid"], "precision": quality["precision"], "recall": quality["recall"],

@@ -61,6 +61,23 @@ def test_cli_trains_on_broken_and_odd_files_reports_them_and_resumes(tmp_path, f
     assert json.loads((out / "eval.json").read_text())["images"] == 4
 
 
+@pytest.mark.slow  # two training runs; .ci/run runs it
+def test_a_fresh_start_in_a_used_out_dir_numbers_its_checkpoints_after_the_old_ones(tmp_path, fresh_accelerate_state):
+    """train.resume=never in an out_dir that holds checkpoints (a rerun of the same command, as `artok
+    quickstart --out X` twice does): the run saves after the old folders instead of failing at its first save
+    (Accelerate refuses to overwrite checkpoint_0), and the old checkpoint is still there."""
+    out = tmp_path / "run"
+    args = ["train", "tokenizer", "--config", str(TINY), "--data", "procedural", "--out-dir", str(out), "--no-progress",
+            *FAST, "--train.max_steps=2", "--train.resume=never", "--train.trackers=[none]"]
+    assert cli(args) == 0
+    first = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert cli(args) == 0
+    second = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert set(first) < set(second) and len(second) == 2 * len(first)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records][-2:] == [1, 2]  # the second run started again from step 1
+
+
 def test_hybrid_tokenizer_trains_from_a_var_tokenizer_with_frozen_encoder_and_codebook(tmp_path,
                                                                                     fresh_accelerate_state):
     from artok.config import TokenizerTrainConfig

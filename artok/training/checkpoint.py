@@ -60,14 +60,24 @@ def save_checkpoint(accelerator, state: TrainingState) -> Path:
     return path
 
 
+def _number_after_existing(accelerator, out_dir: str | Path, at_least: int = -1) -> None:
+    """Number the next automatic checkpoint after the newest ``checkpoint_*`` folder present (a fresh start in a
+    used ``out_dir``, or incomplete folders a crash left), so ``save_state`` never meets a folder it would
+    refuse to overwrite and rotation keeps working."""
+    numbers = [_number(p) for p in (Path(out_dir) / CHECKPOINTS_DIR).glob("checkpoint_*")]
+    accelerator.project_configuration.iteration = max(numbers + [at_least, -1]) + 1
+
+
 def resume(accelerator, resume: str, out_dir: str | Path) -> Path | None:
     """Load the checkpoint ``resume`` asks for (``auto``: the newest complete one, if any; ``never``; or a
     folder). Returns the folder loaded, or None for a fresh start."""
     if resume == "never":
+        _number_after_existing(accelerator, out_dir)
         return None
     if resume == "auto":
         path = latest_checkpoint(out_dir)
         if path is None:
+            _number_after_existing(accelerator, out_dir)
             return None
     else:
         path = Path(resume).expanduser()
@@ -75,9 +85,7 @@ def resume(accelerator, resume: str, out_dir: str | Path) -> Path | None:
             raise FileNotFoundError(f"train.resume: {path} is not a complete artok training checkpoint "
                                     f"(no {COMPLETE_MARKER})")
     accelerator.load_state(str(path))
-    # continue the automatic numbering after the newest folder present, so rotation keeps working
-    numbers = [_number(p) for p in (Path(out_dir) / CHECKPOINTS_DIR).glob("checkpoint_*")]
-    accelerator.project_configuration.iteration = max(numbers + [_number(path)]) + 1
+    _number_after_existing(accelerator, out_dir, _number(path))
     return path
 
 
