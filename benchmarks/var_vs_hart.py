@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from artok.config.presets import generator_config, hart_config, tokenizer_config
 from artok.data import ProceduralShapes
@@ -31,8 +32,9 @@ from artok.data.tokens import TokenDataset
 from artok.metrics.classifier import accuracy, per_class_accuracy, train_classifier
 from artok.metrics.image import psnr
 from artok.pipeline import from_pretrained
-from artok.recipes.quickstart import (CLASSIFIER_IMAGES, CLASSIFIER_STEPS, STYLE, generator_recipe, real_images,
-                                      sample_per_class, sample_quality, save_class_grid, tokenizer_recipe)
+from artok.recipes.quickstart import (CFG_SCALE, CLASSIFIER_IMAGES, CLASSIFIER_STEPS, STYLE, TOP_K, generator_recipe,
+                                      real_images, sample_quality, save_class_grid, tokenizer_recipe)
+from artok.sampling import generate
 from artok.training.generator_trainer import train_generator
 from artok.training.tokenizer_trainer import train_tokenizer
 
@@ -41,6 +43,24 @@ FREEZE = ("encoder", "quant_conv", "quantizer.codebook")  # HART's recipe: the d
 
 def steps_estimate(minutes: float, per_second: float) -> int:
     return max(20, int(minutes * 60 * per_second))
+
+
+def sample_with_ids(gen, tok, classes: int, per_class: int, seed: int):
+    """``sample_per_class``'s draws (batches of 100 seeded seed + offset), keeping each batch's ids and, for
+    HART, its residual: images (N, 3, H, W), labels (N,), [(ids, residual)] per batch."""
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    images, parts = [], []
+    for i in range(0, len(labels), 100):
+        out = generate(gen, tok, labels[i:i + 100], cfg_scale=CFG_SCALE, top_k=TOP_K, top_p=0.0,
+                       generator=torch.Generator().manual_seed(seed + i))
+        images.append(out.images)
+        parts.append((out.ids, getattr(out, "residual", None)))
+    return torch.cat(images), labels, parts
+
+
+def last_step(run: Path) -> int:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return max(r["step"] for r in records)
 
 
 def reconstruction_row(name, classifier, recs, test_x, test_y, train_recs, train_x) -> dict:
@@ -61,6 +81,11 @@ def main() -> None:
     p.add_argument("--images", type=int, default=8000, help="shapes encoded for the generators")
     p.add_argument("--per-class", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hart-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override of quickstart-hart (repeatable), e.g. min_kept_tokens=64 (no MAR masking of the "
+                        "last scale); the run goes to --out/hart-KEY-VALUE and its row is added beside the others")
+    p.add_argument("--reuse", action="store_true", help="keep the tokenizers, shards and generators already under "
+                   "--out (trained by an earlier run with the same settings) and only score them again")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,25 +97,34 @@ def main() -> None:
 
     # 1. the discrete tokenizer, then HART's hybrid fine-tuning of its decoder ---------------------------------
     discrete = tokenizer_config("quickstart-var-vqvae")
-    stage("training the discrete tokenizer")
-    train_tokenizer(tokenizer_recipe(discrete, out / "tokenizer", minutes=a.tokenizer_minutes,
-                                     steps=steps_estimate(a.tokenizer_minutes, 4.5), seed=a.seed, num_images=20000),
-                    progress=False)
+    def done(path: Path) -> bool:
+        if a.reuse and path.exists():
+            stage(f"reusing {path}")
+            return True
+        return False
+
+    if not done(out / "tokenizer" / "tokenizer"):
+        stage("training the discrete tokenizer")
+        train_tokenizer(tokenizer_recipe(discrete, out / "tokenizer", minutes=a.tokenizer_minutes,
+                                         steps=steps_estimate(a.tokenizer_minutes, 4.5), seed=a.seed,
+                                         num_images=20000), progress=False)
     hybrid = discrete.replace(quantizer=discrete.quantizer.replace(kind="hybrid"))
     cfg = tokenizer_recipe(hybrid, out / "hybrid", minutes=a.hybrid_minutes,
                            steps=steps_estimate(a.hybrid_minutes, 4.5), seed=a.seed, num_images=20000)
     cfg = cfg.replace(train=cfg.train.replace(init_from=str(out / "tokenizer" / "tokenizer"), freeze=FREEZE))
-    stage("fine-tuning the hybrid decoder (encoder and codebook frozen)")
-    train_tokenizer(cfg, progress=False)
+    if not done(out / "hybrid" / "tokenizer"):
+        stage("fine-tuning the hybrid decoder (encoder and codebook frozen)")
+        train_tokenizer(cfg, progress=False)
     var_tok = from_pretrained(out / "tokenizer" / "tokenizer").eval()
     tok = from_pretrained(out / "hybrid" / "tokenizer").eval()
 
     # 2. ids + residuals of the shapes -------------------------------------------------------------------------
-    stage(f"encoding {a.images} shapes (ids and residuals)")
     size = tok.config.image_size
-    source = ProceduralShapes(num_samples=a.images, image_size=size, seed=a.seed, style=STYLE)
-    encode_dataset(tok, ImageSource(source, size, "none"), out / "tokens", image_size=size, shard_size=2048,
-                   batch_size=128, source="procedural-centred", overwrite=True, progress=False)
+    if not done(out / "tokens" / "manifest.json"):
+        stage(f"encoding {a.images} shapes (ids and residuals)")
+        source = ProceduralShapes(num_samples=a.images, image_size=size, seed=a.seed, style=STYLE)
+        encode_dataset(tok, ImageSource(source, size, "none"), out / "tokens", image_size=size, shard_size=2048,
+                       batch_size=128, source="procedural-centred", overwrite=True, progress=False)
     shards = TokenDataset(out / "tokens", as_tensors=False)
     residual_std = float(np.stack([shards[i].residual for i in range(min(2000, len(shards)))]).std())
 
@@ -119,29 +153,48 @@ def main() -> None:
         # the diffusion head works on residual / latent_scale: the residuals' own scale here (HART's 0.6 is its VAE's)
         "HART": hart_config("quickstart-hart", **{"diffusion_head.latent_scale": residual_std}),
     }
+    if a.hart_set:
+        overrides = dict(kv.split("=", 1) for kv in a.hart_set)
+        gens[f"HART, {', '.join(a.hart_set)}"] = hart_config(
+            "quickstart-hart", **{"diffusion_head.latent_scale": residual_std},
+            **{k: yaml.safe_load(v) for k, v in overrides.items()})
+    folders = {name: out / name.lower() for name in ("VAR", "HART")}
+    folders.update({name: out / ("hart-" + "-".join(kv.replace("=", "-") for kv in a.hart_set))
+                    for name in gens if name not in folders})
     results = {}
     for name, gcfg in gens.items():
-        stage(f"training the {name} generator, {a.generator_minutes:g} min")
-        run = out / name.lower()
-        result = train_generator(generator_recipe(gcfg, out / "hybrid" / "tokenizer", out / "tokens", run,
-                                                  minutes=a.generator_minutes,
-                                                  steps=steps_estimate(a.generator_minutes, 4.0), seed=a.seed,
-                                                  classes=classes), progress=False)
+        run = folders[name]
+        if not done(run / "pipeline"):
+            stage(f"training the {name} generator, {a.generator_minutes:g} min")
+            recipe = generator_recipe(gcfg, out / "hybrid" / "tokenizer", out / "tokens", run,
+                                      minutes=a.generator_minutes, steps=steps_estimate(a.generator_minutes, 4.0),
+                                      seed=a.seed, classes=classes)
+            train_generator(recipe, progress=False)
         pipe = from_pretrained(run / "pipeline")
         gen, gen_tok = pipe.generator.eval(), pipe.tokenizer.eval()
-        sample_per_class(gen, gen_tok, classes, 1, seed=a.seed, device="cpu")  # warm-up
+        sample_with_ids(gen, gen_tok, classes, 1, seed=a.seed)  # warm-up
         t = time.perf_counter()
-        samples, labels = sample_per_class(gen, gen_tok, classes, a.per_class, seed=a.seed, device="cpu")
+        samples, labels, parts = sample_with_ids(gen, gen_tok, classes, a.per_class, seed=a.seed)
         seconds = time.perf_counter() - t
         per_class = per_class_accuracy(classifier, samples, labels, classes)
         quality = sample_quality(classifier, samples, train_x[:n], test_x)
         save_class_grid(samples.view(classes, a.per_class, *samples.shape[1:])[:, :10].flatten(0, 1), classes,
                         out / f"samples_{name.lower()}.png")
-        results[name] = {"parameters": sum(q.numel() for q in gen.parameters()), "steps": result.step,
-                         "final_loss": result.final_loss, "class_accuracy": sum(per_class) / classes,
+        results[name] = {"parameters": sum(q.numel() for q in gen.parameters()), "steps": last_step(run),
+                         "class_accuracy": sum(per_class) / classes,
                          "weakest_class": min(per_class), "per_class": dict(zip(PROCEDURAL_CLASSES, per_class)),
                          "fid": quality["fid"], "precision": quality["precision"], "recall": quality["recall"],
                          "images_per_second": len(samples) / seconds}
+        if name.startswith("HART"):  # the residual or the ids? the same draws decoded without the head's part
+            with torch.no_grad():
+                discrete_only = torch.cat([gen_tok.detokenize(ids).clamp(-1, 1) for ids, _ in parts])
+            per_class = per_class_accuracy(classifier, discrete_only, labels, classes)
+            quality = sample_quality(classifier, discrete_only, train_x[:n], test_x)
+            results[f"{name}: its ids decoded without the residual"] = {
+                "parameters": results[name]["parameters"], "steps": results[name]["steps"],
+                "class_accuracy": sum(per_class) / classes, "weakest_class": min(per_class),
+                "per_class": dict(zip(PROCEDURAL_CLASSES, per_class)), "fid": quality["fid"],
+                "precision": quality["precision"], "recall": quality["recall"], "images_per_second": float("nan")}
 
     report = {"reconstruction": rows, "real_train_fid": floor["fid"], "generators": results,
               "residual_std": residual_std, "minutes": (time.time() - t0) / 60, "settings": vars(a)}
@@ -158,7 +211,7 @@ def main() -> None:
     for name, r in results.items():
         print(f"| {name} | {r['parameters'] / 1e6:.2f} M | {r['steps']} | {r['class_accuracy']:.1%} | "
               f"{r['weakest_class']:.0%} | {r['fid']:.2f} | {r['precision']:.2f} | {r['recall']:.2f} | "
-              f"{r['images_per_second']:.1f} |")
+              f"{r['images_per_second']:.1f} |".replace("| nan |", "| (same draws) |"))
     stage(f"done; {out / 'report.json'}")
 
 
