@@ -125,8 +125,8 @@ def tokenizer_recipe(tokenizer, out_dir: Path, *, minutes: float, steps: int, se
 def generator_recipe(generator, tokenizer_dir: Path, tokens_dir: Path, out_dir: Path, *, minutes: float, steps: int,
                      seed: int, classes: int) -> GeneratorTrainConfig:
     """The quickstart's generator training: ``generator`` (a GeneratorConfig or HartConfig) on the shards in
-    ``tokens_dir`` for ``minutes``, batch ``GENERATOR_BATCH``, lr ``GENERATOR_LR`` unscaled, linear decay over the minutes,
-    EMA 0.995; ``steps`` (what a speed probe expects) sets warm-up and cadences."""
+    ``tokens_dir`` for ``minutes``, batch ``GENERATOR_BATCH``, lr ``GENERATOR_LR`` unscaled, linear decay over
+    the minutes, EMA 0.995; ``steps`` (what a speed probe expects) sets warm-up and cadences."""
     return GeneratorTrainConfig.from_dict({
         "generator": generator.to_dict(), "tokenizer": str(tokenizer_dir),
         "data": {"tokens": str(tokens_dir), "num_workers": 0},
