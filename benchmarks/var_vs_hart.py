@@ -32,9 +32,9 @@ from artok.data.tokens import TokenDataset
 from artok.metrics.classifier import accuracy, per_class_accuracy, train_classifier
 from artok.metrics.image import psnr
 from artok.pipeline import from_pretrained
-from artok.recipes.quickstart import (CFG_SCALE, CLASSIFIER_IMAGES, CLASSIFIER_STEPS, STYLE, TOP_K, generator_recipe,
-                                      real_images, sample_quality, save_class_grid, tokenizer_recipe)
-from artok.sampling import generate
+from artok.data.builtin import STYLE_SOURCES
+from artok.recipes.quickstart import (CLASSIFIER_IMAGES, CLASSIFIER_STEPS, STYLE, generator_recipe, real_images,
+                                      sample_per_class, sample_quality, save_class_grid, tokenizer_recipe)
 from artok.training.generator_trainer import train_generator
 from artok.training.tokenizer_trainer import train_tokenizer
 
@@ -43,19 +43,6 @@ FREEZE = ("encoder", "quant_conv", "quantizer.codebook")  # HART's recipe: the d
 
 def steps_estimate(minutes: float, per_second: float) -> int:
     return max(20, int(minutes * 60 * per_second))
-
-
-def sample_with_ids(gen, tok, classes: int, per_class: int, seed: int):
-    """``sample_per_class``'s draws (batches of 100 seeded seed + offset), keeping each batch's ids and, for
-    HART, its residual: images (N, 3, H, W), labels (N,), [(ids, residual)] per batch."""
-    labels = torch.arange(classes).repeat_interleave(per_class)
-    images, parts = [], []
-    for i in range(0, len(labels), 100):
-        out = generate(gen, tok, labels[i:i + 100], cfg_scale=CFG_SCALE, top_k=TOP_K, top_p=0.0,
-                       generator=torch.Generator().manual_seed(seed + i))
-        images.append(out.images)
-        parts.append((out.ids, getattr(out, "residual", None)))
-    return torch.cat(images), labels, parts
 
 
 def last_step(run: Path) -> int:
@@ -124,7 +111,7 @@ def main() -> None:
         stage(f"encoding {a.images} shapes (ids and residuals)")
         source = ProceduralShapes(num_samples=a.images, image_size=size, seed=a.seed, style=STYLE)
         encode_dataset(tok, ImageSource(source, size, "none"), out / "tokens", image_size=size, shard_size=2048,
-                       batch_size=128, source="procedural-centred", overwrite=True, progress=False)
+                       batch_size=128, source=STYLE_SOURCES[STYLE], overwrite=True, progress=False)
     shards = TokenDataset(out / "tokens", as_tensors=False)
     residual_std = float(np.stack([shards[i].residual for i in range(min(2000, len(shards)))]).std())
 
@@ -172,9 +159,11 @@ def main() -> None:
             train_generator(recipe, progress=False)
         pipe = from_pretrained(run / "pipeline")
         gen, gen_tok = pipe.generator.eval(), pipe.tokenizer.eval()
-        sample_with_ids(gen, gen_tok, classes, 1, seed=a.seed)  # warm-up
+        sample_per_class(gen, gen_tok, classes, 1, seed=a.seed, device="cpu")  # warm-up
+        outputs = []  # each batch's ids (and HART's residual)
         t = time.perf_counter()
-        samples, labels, parts = sample_with_ids(gen, gen_tok, classes, a.per_class, seed=a.seed)
+        samples, labels = sample_per_class(gen, gen_tok, classes, a.per_class, seed=a.seed, device="cpu",
+                                           outputs=outputs)
         seconds = time.perf_counter() - t
         per_class = per_class_accuracy(classifier, samples, labels, classes)
         quality = sample_quality(classifier, samples, train_x[:n], test_x)
@@ -187,7 +176,7 @@ def main() -> None:
                          "images_per_second": len(samples) / seconds}
         if name.startswith("HART"):  # the residual or the ids? the same draws decoded without the head's part
             with torch.no_grad():
-                discrete_only = torch.cat([gen_tok.detokenize(ids).clamp(-1, 1) for ids, _ in parts])
+                discrete_only = torch.cat([gen_tok.detokenize(o.ids).clamp(-1, 1) for o in outputs])
             per_class = per_class_accuracy(classifier, discrete_only, labels, classes)
             quality = sample_quality(classifier, discrete_only, train_x[:n], test_x)
             results[f"{name}: its ids decoded without the residual"] = {

@@ -16,9 +16,9 @@ def register(sub, formatter_class) -> None:
     p = sub.add_parser(
         "quickstart", formatter_class=formatter_class,
         help="the whole job on built-in data in ~10 min: tokenizer, encoding, generator, samples, report",
-        description="Train a small multi-scale tokenizer on centred procedural shapes (10 classes, no download), encode "
-                    "them to token shards, train a small next-scale generator, sample a grid per class and write a "
-                    "report (report.html / report.md) with reconstructions, samples, loss curves and metrics.",
+        description="Train a small multi-scale tokenizer on centred procedural shapes (10 classes, no download), "
+                    "encode them to token shards, train a small next-scale generator, sample a grid per class and "
+                    "write a report (report.html / report.md) with reconstructions, samples, loss curves and metrics.",
         epilog="example:\n  artok quickstart --out artok-quickstart --minutes 10")
     p.add_argument("--out", default="artok-quickstart", help="run directory")
     p.add_argument("--minutes", type=float, default=10.0, help="time budget, split over the stages")

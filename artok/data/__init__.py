@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from artok.config import DATA_SOURCES, DataConfig
 from artok.config.training import BUILTIN_SOURCES
-from artok.data.builtin import (FashionMNIST, ProceduralShapes, SkimagePhotos, draw_shape,
+from artok.data.builtin import (STYLE_SOURCES, FashionMNIST, ProceduralShapes, SkimagePhotos, draw_shape,
                                 fashion_mnist_available)
 from artok.data.images import IMAGE_EXTENSIONS, BadImageError, load_image, to_rgb
 from artok.data.loader import (InfiniteShardedSampler, TrainingSet, collate, evaluation_loader,
@@ -36,10 +36,10 @@ def build_source(config: DataConfig, *, image_size: int, seed: int = 0, split: s
     if config.source == "skimage":
         return SkimagePhotos(num_samples=config.num_samples, min_side=image_size,
                              seed=seed + (0 if split == "train" else 1))
-    if config.source in ("procedural", "procedural-centred"):
+    styles = {source: style for style, source in STYLE_SOURCES.items()}
+    if config.source in styles:
         return ProceduralShapes(num_samples=config.num_samples, image_size=image_size,
-                                seed=seed + (0 if split == "train" else 1),
-                                style="centred" if config.source == "procedural-centred" else "scattered")
+                                seed=seed + (0 if split == "train" else 1), style=styles[config.source])
     raise ValueError(f"unknown data source '{config.source}'; choose one of {', '.join(DATA_SOURCES)}")
 
 

@@ -207,6 +207,7 @@ def _palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float, t
 # as object-centric datasets are (what the quickstart's 10-minute demo trains on: issue 17's research table in
 # the README measured 51.5% sample class accuracy on the scattered shapes and 99.5% on these, three seeds each).
 SHAPE_STYLES = ("scattered", "centred")
+STYLE_SOURCES = {"scattered": "procedural", "centred": "procedural-centred"}  # the data source of each style
 CENTRED_COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "white")
 CENTRED_BACKGROUNDS = ((20, 20, 30), (60, 60, 70), (30, 50, 90), (90, 40, 40), (40, 80, 50), (110, 100, 90))
 CENTRED_JITTER = 0.08  # the centre moves at most this fraction of the size each way
@@ -320,8 +321,7 @@ class ProceduralShapes(Dataset):
         return draw_shape(label, self.image_size, np.random.default_rng((self.seed, index)), self.style), label
 
     def name(self, index: int) -> str:
-        prefix = "procedural" if self.style == "scattered" else f"procedural-{self.style}"
-        return f"{prefix}[{index}]"
+        return f"{STYLE_SOURCES[self.style]}[{index}]"
 
     def caption(self, index: int) -> str:
         """"a red circle", "blue vertical stripes": the colour and the shape of sample ``index``."""

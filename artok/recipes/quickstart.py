@@ -2,11 +2,10 @@
 
 Trains a small multi-scale tokenizer on the centred procedural shapes (10 classes; ``procedural-centred``),
 encodes them to token shards, trains a small next-scale generator on the shards, samples a grid per class,
-and writes a report (Markdown
-and HTML) with the reconstruction grid, the samples, the loss curves and the metrics: PSNR, codebook usage
-per scale; the class accuracy of the samples (overall, per class, and against generator steps) under a
-classifier trained on real images, beside that classifier's accuracy on real images and on the tokenizer's
-reconstructions; FID, precision and recall of the samples on the classifier's features.
+and writes a report (Markdown and HTML) with the reconstruction grid, the samples, the loss curves and the
+metrics: PSNR, codebook usage per scale; the class accuracy of the samples (overall, per class, and against
+generator steps) under a classifier trained on real images, beside that classifier's accuracy on real images
+and on the tokenizer's reconstructions; FID, precision and recall of the samples on the classifier's features.
 
 The tokenizer has a fixed share of the budget, the generator what the other stages leave; both end on time,
 with their learning-rate schedules laid over that time (``schedule_over: minutes``); a short speed probe
@@ -22,17 +21,18 @@ from pathlib import Path
 import torch
 
 from artok.config import DataConfig, GeneratorTrainConfig, LossConfig, TokenizerTrainConfig, TrainConfig
+from artok.data.builtin import STYLE_SOURCES
 from artok.registry import generator_config, tokenizer_config
 
 TOKENIZER_PRESET = "quickstart-var-vqvae"
 GENERATOR_PRESET = "quickstart-var"
 # the demo's data: the shapes centred on flat backgrounds in eight named colours (on the scattered ones, any colour
 # on gradients anywhere, the same recipe reached 51.5% class accuracy: the README's quickstart research table)
-SOURCE, STYLE = "procedural-centred", "centred"
+STYLE = "centred"  # its data source: artok.data.builtin.STYLE_SOURCES[STYLE]
 # shares of the budget; the generator gets what is left after a reserve for sampling, FID and the report
 SHARE = {"tokenizer": 0.36, "encode": 0.06, "classifier": 0.05}
 STAGES = 6
-CLASSIFIER_IMAGES, CLASSIFIER_STEPS = 10000, 1000  # about 30 s on 2 cores; 99.9% on real test images
+CLASSIFIER_IMAGES, CLASSIFIER_STEPS = 10000, 1000  # about 30 s on 2 cores; 100% on real centred test shapes
 CURVE_SAMPLES = 100  # samples scored at every generator grid, for the class-accuracy curve
 CFG_SCALE, TOP_K = 3.0, 0  # the sampler's settings for the scored samples
 TOKENIZER_BATCH, GENERATOR_BATCH = 16, 32
@@ -113,7 +113,7 @@ def tokenizer_recipe(tokenizer, out_dir: Path, *, minutes: float, steps: int, se
     """The quickstart's tokenizer training: ``tokenizer`` (a TokenizerConfig) on ``num_images`` shapes for
     ``minutes``, the LR schedule laid over them; ``steps`` (what a speed probe expects) sets the cadences."""
     return TokenizerTrainConfig(
-        tokenizer=tokenizer, data=DataConfig(source=SOURCE, num_samples=num_images, num_workers=0),
+        tokenizer=tokenizer, data=DataConfig(source=STYLE_SOURCES[STYLE], num_samples=num_images, num_workers=0),
         loss=LossConfig(perceptual_weight=0.0, gan_weight=0.0, entropy_weight=0.1),  # keeps every scale's codes in use
         train=TrainConfig(out_dir=str(out_dir), seed=seed, batch_size=TOKENIZER_BATCH, max_steps=10 * steps,
                           max_minutes=minutes, schedule_over="minutes", lr=1e-3, betas=(0.9, 0.95),
@@ -198,7 +198,8 @@ def run_quickstart(out: str | Path = "artok-quickstart", *, minutes: float = 10.
     source = ProceduralShapes(num_samples=encode_images, image_size=size, seed=seed, style=STYLE)
     t = time.time()
     manifest = encode_dataset(tok, ImageSource(source, size, "none"), out / "tokens", image_size=size,
-                              shard_size=2048, batch_size=128, source=SOURCE, overwrite=True, progress=progress)
+                              shard_size=2048, batch_size=128, source=STYLE_SOURCES[STYLE], overwrite=True,
+                              progress=progress)
     encode_seconds = time.time() - t
     shard_bytes = sum((out / "tokens" / s["name"]).stat().st_size for s in manifest["shards"])
 
@@ -287,17 +288,22 @@ def latest(folder: Path) -> Path | None:
 
 @torch.no_grad()
 def sample_per_class(gen, tok, classes: int, per_class: int, *, seed: int, device: str, cfg_scale: float = CFG_SCALE,
-                     top_k: int = TOP_K, top_p: float = 0.0, acceleration=None) -> tuple[torch.Tensor, torch.Tensor]:
+                     top_k: int = TOP_K, top_p: float = 0.0, acceleration=None,
+                     outputs: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` samples of every class, class by class, in batches of 100 seeded seed + offset
-    (``acceleration``: ``artok.sampling.Acceleration`` or None)."""
+    (``acceleration``: ``artok.sampling.Acceleration`` or None). ``outputs``, when given a list, receives each
+    batch's ``GenerationOutput`` (ids, and HART's residual)."""
     from artok.sampling import generate
 
     labels = torch.arange(classes).repeat_interleave(per_class)
     images = []
     for i in range(0, len(labels), 100):
         rng = torch.Generator(device=device).manual_seed(seed + i)
-        images.append(generate(gen, tok, labels[i:i + 100].to(device), cfg_scale=cfg_scale, top_k=top_k,
-                               top_p=top_p, generator=rng, acceleration=acceleration).images.cpu())
+        out = generate(gen, tok, labels[i:i + 100].to(device), cfg_scale=cfg_scale, top_k=top_k, top_p=top_p,
+                       generator=rng, acceleration=acceleration)
+        images.append(out.images.cpu())
+        if outputs is not None:
+            outputs.append(out)
     return torch.cat(images), labels
 
 

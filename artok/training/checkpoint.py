@@ -72,18 +72,17 @@ def resume(accelerator, resume: str, out_dir: str | Path) -> Path | None:
     """Load the checkpoint ``resume`` asks for (``auto``: the newest complete one, if any; ``never``; or a
     folder). Returns the folder loaded, or None for a fresh start."""
     if resume == "never":
-        _number_after_existing(accelerator, out_dir)
-        return None
-    if resume == "auto":
+        path = None
+    elif resume == "auto":
         path = latest_checkpoint(out_dir)
-        if path is None:
-            _number_after_existing(accelerator, out_dir)
-            return None
     else:
         path = Path(resume).expanduser()
         if not (path / COMPLETE_MARKER).is_file():
             raise FileNotFoundError(f"train.resume: {path} is not a complete artok training checkpoint "
                                     f"(no {COMPLETE_MARKER})")
+    if path is None:
+        _number_after_existing(accelerator, out_dir)
+        return None
     accelerator.load_state(str(path))
     _number_after_existing(accelerator, out_dir, _number(path))
     return path

@@ -27,7 +27,7 @@ p.add_argument("--shapes", choices=("scattered", "flat-scattered", "centred"), r
 p.add_argument("quickstart_args", nargs=argparse.REMAINDER, help="-- then artok quickstart's arguments")
 a = p.parse_args()
 if a.shapes != "centred":
-    quickstart.SOURCE, quickstart.STYLE = "procedural", "scattered"
+    quickstart.STYLE = "scattered"
 if a.shapes == "flat-scattered":  # the centred style's colours, drawn where and as large as the scattered shapes
     centred_colours = builtin._foreground
     builtin._foreground = lambda rng, style: centred_colours(rng, "centred")

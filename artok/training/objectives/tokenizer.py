@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from artok.config import ConfigError, TokenizerTrainConfig
+from artok.config import BUILTIN_SOURCES, ConfigError, TokenizerTrainConfig
 from artok.data import build_dataset, evaluation_loader, training_loader
 from artok.losses import PatchDiscriminator, TokenizerLoss
 from artok.metrics import evaluate_tokenizer, reconstruct
@@ -25,7 +25,7 @@ from artok.training.report import reconstruction_grid
 from artok.training.run import Objective, micro_step
 
 GRID_IMAGES = 16
-EVAL_SPLIT = {"fashion-mnist": "test", "procedural": "test", "procedural-centred": "test", "skimage": "test"}  # held-out where one exists
+EVAL_SPLIT = dict.fromkeys(BUILTIN_SOURCES, "test")  # held-out where one exists: every built-in set has one
 
 
 @contextlib.contextmanager
