@@ -12,7 +12,7 @@ from PIL import Image
 
 from artok.config import DataConfig
 from artok.data import (BadImageError, FashionMNIST, ImageFolder, ImageTransform, InfiniteShardedSampler,
-                        ProceduralShapes, TarShards, TrainingSet, build_dataset, collate, data_config_from_spec,
+                        Preloaded, ProceduralShapes, TarShards, TrainingSet, build_dataset, collate, data_config_from_spec,
                         expand_shards, fashion_mnist_available, load_image)
 
 RNG = np.random.default_rng(0)
@@ -255,6 +255,82 @@ def test_augmentation_depends_only_on_seed_epoch_and_index():
     assert any(not torch.equal(dataset[(i, 0)]["image"], dataset[(i, 1)]["image"]) for i in range(8))
     center = TrainingSet(ProceduralShapes(num_samples=8, image_size=48), ImageTransform(32, resize=48))
     assert torch.equal(center[(3, 0)]["image"], center[(3, 7)]["image"])
+
+
+def _reference_transform(t: ImageTransform, image: Image.Image, generator) -> torch.Tensor:
+    """The transform written with PIL's crop and transpose (how it was before the uint8 path): the pixels and
+    random draws every path must keep."""
+    w, h = image.size
+    if t.pad_small and w <= t.size and h <= t.size and (w, h) != (t.size, t.size):
+        canvas = Image.new("RGB", (t.size, t.size), (0, 0, 0))
+        canvas.paste(image, ((t.size - w) // 2, (t.size - h) // 2))
+        image, (w, h) = canvas, canvas.size
+    scale = t.resize / min(w, h)
+    new_w, new_h = max(t.size, round(w * scale)), max(t.size, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.BICUBIC)
+    left, top = (new_w - t.size) // 2, (new_h - t.size) // 2
+    if t.crop == "random" and generator is not None:
+        left = int(torch.randint(0, new_w - t.size + 1, (), generator=generator))
+        top = int(torch.randint(0, new_h - t.size + 1, (), generator=generator))
+    image = image.crop((left, top, left + t.size, top + t.size))
+    if t.horizontal_flip and generator is not None and bool(torch.rand((), generator=generator) < 0.5):
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+
+def test_uint8_path_gives_the_reference_pixels_and_collate_converts_a_batch_once():
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        w, h = (int(v) for v in rng.integers(12, 70, 2))
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        t = ImageTransform(32, resize=int(rng.choice([32, 41])), crop=str(rng.choice(["random", "center"])),
+                           horizontal_flip=bool(trial % 2), pad_small=bool(trial % 3 == 0))
+        expected = _reference_transform(t, image, torch.Generator().manual_seed(trial))
+        as_uint8 = t.uint8(image, torch.Generator().manual_seed(trial))
+        assert as_uint8.dtype == torch.uint8 and torch.equal(as_uint8, expected), trial
+        floats = t(image, torch.Generator().manual_seed(trial))
+        assert torch.equal(floats, expected.float() / 127.5 - 1.0), trial
+    shapes = ProceduralShapes(num_samples=6, image_size=40)
+    transform = ImageTransform(32, resize=40, crop="random", horizontal_flip=True)
+    floats, bytes_ = (TrainingSet(shapes, transform, seed=2, uint8=u) for u in (False, True))
+    assert bytes_[(4, 1)]["image"].dtype == torch.uint8
+    keys = [(i, 1) for i in range(6)]
+    a, b = collate([floats[k] for k in keys]), collate([bytes_[k] for k in keys])
+    assert b["images"].dtype == torch.float32 and torch.equal(a["images"], b["images"])
+    assert torch.equal(a["labels"], b["labels"])
+
+
+def test_preloaded_source_serves_the_same_samples_reports_bad_files_and_refuses_too_much(tmp_path):
+    broken = write_odd_and_broken_files(tmp_path)
+    folder = ImageFolder(tmp_path)
+    for workers in (0, 2):
+        preloaded = Preloaded(folder, num_workers=workers, progress=False)
+        assert len(preloaded) == len(folder) and len(preloaded.errors) == len(broken)
+        assert preloaded.name(0) == folder.name(0)
+        transform = ImageTransform(16, crop="random", horizontal_flip=True)
+        direct, cached = TrainingSet(folder, transform, seed=1), TrainingSet(preloaded, transform, seed=1)
+        for i in range(len(folder)):
+            a, b = direct[(i, 2)], cached[(i, 2)]
+            assert torch.equal(a["image"], b["image"]) and a["label"] == b["label"]
+            assert a["bad_files"] == b["bad_files"]  # the same substitutes, the same names and reasons
+    with pytest.raises(ValueError, match="data.preload: false"):
+        Preloaded(folder, max_bytes=1000, progress=False)
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match="none of the 1 images"):
+        Preloaded(ImageFolder(only_bad), progress=False)
+
+
+def test_build_dataset_preloads_when_the_config_says_so(tmp_path):
+    config = DataConfig(source="procedural", num_samples=12, preload=True)
+    dataset = build_dataset(config, image_size=16, seed=3, preload_workers=0, progress=False)
+    plain = build_dataset(config.replace(preload=False), image_size=16, seed=3)
+    assert isinstance(dataset.source, Preloaded)
+    assert all(torch.equal(dataset[(i, 1)]["image"], plain[(i, 1)]["image"]) for i in range(12))
+    captioned = build_dataset(config, image_size=16, seed=3, preload_workers=0, progress=False, captions=True)
+    assert captioned[(0, 0)]["caption"] == plain.source.caption(0)
 
 
 def test_sampler_shards_are_disjoint_equal_and_resume_exactly():

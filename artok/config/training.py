@@ -39,7 +39,10 @@ class DataConfig(Config):
     ``pad_small``: images smaller than the model's size are padded with black (centred) instead of
     upscaled, as Fashion-MNIST's 28 px images are usually padded to 32 px. ``caption_key``: the text column of
     a Hugging Face dataset, or the field of a tar sample's ``.json`` member, that text-conditioned training
-    reads (folders: a ``.txt`` beside each image; tar shards: a ``.txt`` member first).
+    reads (folders: a ``.txt`` beside each image; tar shards: a ``.txt`` member first). ``preload``: decode
+    every training image once into memory before the first step (in parallel processes, not counted in
+    ``train.max_minutes``, refused beyond half the machine's memory), so that small datasets cost no
+    decoding per step.
     """
 
     source: str = "procedural"
@@ -54,6 +57,7 @@ class DataConfig(Config):
     horizontal_flip: bool = True
     pad_small: bool = False
     num_workers: int = 2
+    preload: bool = False
 
     def validate(self) -> None:
         _choice("data.source", self.source, DATA_SOURCES)

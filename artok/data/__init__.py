@@ -2,6 +2,7 @@
 robust decoding and deterministic augmentation."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -13,6 +14,7 @@ from artok.data.builtin import (STYLE_SOURCES, FashionMNIST, ProceduralShapes, S
 from artok.data.images import IMAGE_EXTENSIONS, BadImageError, load_image, to_rgb
 from artok.data.loader import (InfiniteShardedSampler, TrainingSet, collate, evaluation_loader,
                                training_loader)
+from artok.data.preload import Preloaded
 from artok.data.sources import HFImageDataset, ImageFolder, TarShards, expand_shards
 from artok.data.tokens import TokenDataset, TokenRecord  # the shards `artok encode` writes
 from artok.data.transforms import ImageTransform, pil_to_tensor, tensor_to_uint8
@@ -44,13 +46,19 @@ def build_source(config: DataConfig, *, image_size: int, seed: int = 0, split: s
 
 
 def build_dataset(config: DataConfig, *, image_size: int, train: bool = True, seed: int = 0,
-                  split: str | None = None, captions: bool = False) -> TrainingSet:
+                  split: str | None = None, captions: bool = False, uint8: bool = False,
+                  preload_workers: int | None = None, progress: bool = True) -> TrainingSet:
     """Source + transform: random crops and flips for training, center crops for evaluation; ``captions``
-    adds each sample's caption (text-conditioned training)."""
+    adds each sample's caption (text-conditioned training); ``uint8`` keeps samples in 8 bits until
+    ``collate`` (the same batches, converted once per batch). With ``config.preload`` the source is decoded
+    into memory first by ``preload_workers`` processes (default: one per CPU core)."""
     transform = ImageTransform(image_size, resize=config.resize, crop=config.crop if train else "center",
                                horizontal_flip=config.horizontal_flip and train, pad_small=config.pad_small)
-    return TrainingSet(build_source(config, image_size=image_size, seed=seed, split=split), transform, seed=seed,
-                       captions=captions)
+    source = build_source(config, image_size=image_size, seed=seed, split=split)
+    if config.preload:
+        workers = (os.cpu_count() or 1) if preload_workers is None else preload_workers
+        source = Preloaded(source, num_workers=workers, progress=progress)
+    return TrainingSet(source, transform, seed=seed, captions=captions, uint8=uint8)
 
 
 def data_config_from_spec(spec: str, **fields) -> DataConfig:
@@ -73,7 +81,7 @@ def data_config_from_spec(spec: str, **fields) -> DataConfig:
 
 
 __all__ = ["BadImageError", "FashionMNIST", "HFImageDataset", "IMAGE_EXTENSIONS", "ImageFolder", "ImageTransform",
-           "InfiniteShardedSampler", "ProceduralShapes", "SkimagePhotos", "TarShards", "TokenDataset", "TokenRecord",
+           "InfiniteShardedSampler", "Preloaded", "ProceduralShapes", "SkimagePhotos", "TarShards", "TokenDataset", "TokenRecord",
            "TrainingSet",
            "build_dataset", "build_source", "collate", "data_config_from_spec", "draw_shape", "evaluation_loader",
            "expand_shards", "fashion_mnist_available", "load_image", "pil_to_tensor", "tensor_to_uint8", "to_rgb",

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from artok.data.images import BadImageError
-from artok.data.transforms import ImageTransform
+from artok.data.transforms import ImageTransform, uint8_to_unit
 
 MAX_CONSECUTIVE_BAD = 64  # give up (with a clear error) only when this many files in a row are unreadable
 SUBSTITUTE_STRIDE = 7919  # a prime: substitutes for a bad file are spread over the dataset
@@ -23,10 +23,15 @@ class TrainingSet(Dataset):
     so it does not depend on which worker or process loads it. An unreadable file is replaced by another
     sample (deterministically) and listed in ``bad_files`` as "name<TAB>reason", so a batch always has full
     size and the run goes on.
+
+    With ``uint8`` the image stays (3, S, S) uint8, the same pixels; ``collate`` turns a batch of them into
+    the usual floats in one operation, which on small images is cheaper than converting each sample.
     """
 
-    def __init__(self, source: Dataset, transform: ImageTransform, *, seed: int = 0, captions: bool = False) -> None:
+    def __init__(self, source: Dataset, transform: ImageTransform, *, seed: int = 0, captions: bool = False,
+                 uint8: bool = False) -> None:
         self.source, self.transform, self.seed, self.captions = source, transform, seed, captions
+        self.uint8 = uint8
         if captions and not hasattr(source, "caption"):
             raise ValueError(f"{type(source).__name__} has no captions; text-conditioned training needs a folder "
                              "with a .txt beside each image, tar shards with .txt/.json members, a Hugging Face "
@@ -50,7 +55,8 @@ class TrainingSet(Dataset):
                 bad.append(f"{self._name(i)}\t{str(e).removeprefix(self._name(i) + ': ')}")
                 continue
             generator = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF_FFFF_FFFF)
-            item = {"image": self.transform(image, generator), "label": int(label), "bad_files": bad}
+            pixels = self.transform.uint8(image, generator) if self.uint8 else self.transform(image, generator)
+            item = {"image": pixels, "label": int(label), "bad_files": bad}
             if self.captions:
                 item["caption"] = caption
             return item
@@ -59,8 +65,9 @@ class TrainingSet(Dataset):
 
 
 def collate(samples: list[dict]) -> dict:
+    images = torch.stack([s["image"] for s in samples])  # (B, 3, S, S)
     batch = {
-        "images": torch.stack([s["image"] for s in samples]),  # (B, 3, S, S)
+        "images": uint8_to_unit(images) if images.dtype == torch.uint8 else images,  # floats in [-1, 1]
         "labels": torch.tensor([s["label"] for s in samples], dtype=torch.long),
         "bad_files": [b for s in samples for b in s["bad_files"]],
     }

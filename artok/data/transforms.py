@@ -17,6 +17,11 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)  # (3, H, W)
 
 
+def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3, H, W) → float in [-1, 1], the values ``pil_to_tensor`` gives."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] → (B, H, W, 3) uint8."""
     x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -46,6 +51,11 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """RGB image → (3, size, size) in [-1, 1]."""
+        return uint8_to_unit(self.uint8(image, generator))
+
+    def uint8(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        """RGB image → (3, size, size) uint8: the same pixels and random draws as ``__call__``, left in 8 bits
+        so that a batch is converted to floats in one operation (``collate`` does it)."""
         w, h = image.size
         if self.pad_small and w <= self.size and h <= self.size and (w, h) != (self.size, self.size):
             canvas = Image.new("RGB", (self.size, self.size), (0, 0, 0))
@@ -60,7 +70,8 @@ class ImageTransform:
             top = int(torch.randint(0, new_h - self.size + 1, (), generator=generator))
         else:
             left, top = (new_w - self.size) // 2, (new_h - self.size) // 2
-        image = image.crop((left, top, left + self.size, top + self.size))
+        # crop and flip as array views (the same pixels as PIL's crop and transpose, without two image copies)
+        array = np.asarray(image, dtype=np.uint8)[top: top + self.size, left: left + self.size]
         if self.horizontal_flip and generator is not None and bool(torch.rand((), generator=generator) < 0.5):
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        return pil_to_tensor(image)
+            array = array[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (3, size, size)

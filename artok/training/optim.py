@@ -24,13 +24,18 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 FUSED_ADAMW = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)  # CPU support came in 2.4
 
 
+def adamw(groups: list[dict], *, lr: float, betas: tuple[float, float], weight_decay: float = 0.0):
+    """AdamW over parameter groups with the fused kernel (CPU since torch 2.4, CUDA): one pass over all
+    parameters; measured 4.5x faster than the default multi-tensor step on CPU (8 M parameters, 1 thread:
+    12-16 ms against 58-71 ms a step)."""
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=FUSED_ADAMW)
+
+
 def build_optimizer(model: nn.Module, *, lr: float, betas: tuple[float, float], weight_decay: float = 0.0):
     groups = parameter_groups(model, weight_decay)
     if not groups:
         raise ValueError(f"{type(model).__name__} has no trainable parameters (is everything frozen?)")
-    # the fused kernel (CPU since torch 2.4, CUDA): one pass over all parameters; measured 4.5x faster than the
-    # default multi-tensor step on CPU (8 M parameters, 1 thread: 12-16 ms against 58-71 ms a step)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=FUSED_ADAMW)
+    return adamw(groups, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
 

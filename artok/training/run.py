@@ -24,7 +24,7 @@ from artok.config import ConfigError, TrainConfig
 from artok.training import fsdp
 from artok.training.checkpoint import TrainingState, freeze, initialize_from, resume, save_checkpoint
 from artok.training.ema import EMA
-from artok.training.optim import build_scheduler, time_budget
+from artok.training.optim import adamw, build_scheduler, time_budget
 from artok.training.report import MetricsLog, plot_curves, save_grid, write_training_summary
 from artok.training.trackers import check_trackers, log_images, start_trackers
 
@@ -291,7 +291,7 @@ def run(objective: Objective, *, progress: bool = True,
     groups = objective.parameter_groups(net)
     if not groups:
         raise ConfigError(f"{type(net).__name__} has no trainable parameters (is everything frozen?)")
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    optimizer = adamw(groups, lr=lr, betas=t.betas, weight_decay=t.weight_decay)
     budget = time_budget(t)
     schedule = partial(build_scheduler, schedule=t.lr_schedule, warmup_steps=t.warmup_steps, max_steps=t.max_steps,
                        min_lr_ratio=t.min_lr_ratio, ticks_per_step=accelerator.num_processes, progress=budget)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -146,7 +147,10 @@ class TokenizerObjective(Objective):
 
     def loader(self, accelerator, *, start: int):
         cfg, t = self.cfg, self.cfg.train
-        dataset = build_dataset(cfg.data, image_size=cfg.tokenizer.image_size, seed=t.seed)
+        # a preload decodes with every core this process may use (the processes of a node preload at once)
+        workers = max(1, (os.cpu_count() or 1) // accelerator.num_processes)
+        dataset = build_dataset(cfg.data, image_size=cfg.tokenizer.image_size, seed=t.seed, uint8=True,
+                                preload_workers=workers, progress=accelerator.is_main_process)
         loader = training_loader(dataset, batch_size=t.batch_size, num_workers=cfg.data.num_workers,
                                  num_replicas=accelerator.num_processes, rank=accelerator.process_index, seed=t.seed,
                                  start=start)
