@@ -43,17 +43,46 @@ def build_hart(name_or_config: str | HartConfig, **overrides: Any) -> HartTransf
 TEXT_ENCODER_NAME = "text_encoder.json"
 
 
+# the sampling settings a pipeline may carry as its defaults, with their types (``artok sample`` flags)
+SAMPLING_KEYS = {"cfg": float, "cfg_schedule": str, "top_k": int, "top_p": float, "temperature": float}
+
+
+def check_sampling(sampling: dict | None, *, where: str) -> dict | None:
+    """A pipeline's sampling defaults, checked: known keys, values of the right type (ints pass as floats)."""
+    if sampling is None:
+        return None
+    if not isinstance(sampling, dict):
+        raise CheckpointError(f"{where}: 'sampling' must be a mapping of {', '.join(SAMPLING_KEYS)}")
+    unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown sampling setting(s) {', '.join(unknown)} (known: "
+                              f"{', '.join(SAMPLING_KEYS)})")
+    checked = {}
+    for key, value in sampling.items():
+        kind = SAMPLING_KEYS[key]
+        ok = isinstance(value, str) if kind is str else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or value == int(value)))
+        if not ok:
+            raise CheckpointError(f"{where}: sampling setting {key} must be {kind.__name__}, got {value!r}")
+        checked[key] = kind(value)
+    return checked
+
+
 class Pipeline:
     """A tokenizer and a generator saved side by side (``tokenizer/`` and ``generator/``); a text-conditioned
     generator's ``text_encoder`` record (``TextEncoderConfig``) goes beside them in ``text_encoder.json``, and
-    ``directory`` is where the pipeline was loaded from (a relative text-encoder folder is looked up there)."""
+    ``directory`` is where the pipeline was loaded from (a relative text-encoder folder is looked up there).
+    ``sampling`` holds the settings the pipeline is best sampled with (``SAMPLING_KEYS``: what a training
+    recipe chose), kept in its ``config.json``; ``artok sample`` and ``artok eval generator`` use them where
+    their flags are not given."""
 
     model_type = "pipeline"
 
     def __init__(self, tokenizer: Any, generator: Any, text_encoder: TextEncoderConfig | None = None, *,
-                 directory: Path | None = None) -> None:
+                 directory: Path | None = None, sampling: dict | None = None) -> None:
         self.tokenizer, self.generator, self.text_encoder = tokenizer, generator, text_encoder
         self.directory = directory
+        self.sampling = check_sampling(sampling, where="Pipeline")
 
     @property
     def text_conditioned(self) -> bool:
@@ -72,7 +101,10 @@ class Pipeline:
             record.write_text(self.text_encoder.to_json())
         else:
             record.unlink(missing_ok=True)
-        (d / CONFIG_NAME).write_text(json.dumps({"model_type": "pipeline", "format_version": FORMAT_VERSION}, indent=2))
+        meta = {"model_type": "pipeline", "format_version": FORMAT_VERSION}
+        if self.sampling is not None:
+            meta["sampling"] = self.sampling
+        (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
         return finish_save(d, push=push_to_hub, repo_id=repo_id, **push_options)
 
     def to(self, *args, **kwargs) -> "Pipeline":
@@ -92,8 +124,10 @@ def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu
         record = d / TEXT_ENCODER_NAME
         text_encoder = TextEncoderConfig.from_dict(json.loads(record.read_text()), where=str(record)) \
             if record.exists() else None
+        sampling = check_sampling(meta.get("sampling"), where=str(d / CONFIG_NAME))
         return Pipeline(from_pretrained(d / "tokenizer", map_location=map_location),
-                        from_pretrained(d / "generator", map_location=map_location), text_encoder, directory=d)
+                        from_pretrained(d / "generator", map_location=map_location), text_encoder, directory=d,
+                        sampling=sampling)
     if kind not in MODEL_TYPES:
         raise CheckpointError(f"{d / CONFIG_NAME}: unknown model_type '{kind}' (known: {', '.join(sorted(MODEL_TYPES))})")
     return MODEL_TYPES[kind].from_pretrained(d, map_location=map_location)

@@ -134,3 +134,44 @@ def test_acceleration_flags_reach_the_sampler(pipeline, tmp_path, capsys):
     assert cli(base + ["--merge-last", "1", "--merge-ratio", "0.9", "--out", str(tmp_path / "bad")]) != 0
     assert "merge_ratio must be in [0, 0.5]" in capsys.readouterr().err
     assert not pngs(tmp_path / "bad"), "a bad option is refused before any sampling"
+
+
+def test_a_pipeline_carries_its_sampling_defaults_and_flags_override_them(pipeline, tmp_path, capsys):
+    tuned = tmp_path / "tuned"
+    loaded = artok.from_pretrained(pipeline)
+    Pipeline(loaded.tokenizer, loaded.generator, sampling={"cfg": 4, "top_k": 10, "top_p": 0.0}).save_pretrained(tuned)
+    assert artok.from_pretrained(tuned).sampling == {"cfg": 4.0, "top_k": 10, "top_p": 0.0}
+    assert artok.from_pretrained(pipeline).sampling is None
+
+    def draw(checkpoint, out, *flags):
+        assert cli(["sample", str(checkpoint), "--classes", "3", "1", "--batch-size", "2", "--seed", "7",
+                    "--out", str(tmp_path / out), *flags]) == 0
+        return np.stack([np.asarray(Image.open(f)) for f in pngs(tmp_path / out)])
+
+    defaults = draw(tuned, "defaults")
+    assert "cfg 4.0 (pipeline)" in capsys.readouterr().out
+    explicit = draw(pipeline, "explicit", "--cfg", "4", "--top-k", "10", "--top-p", "0")
+    assert np.array_equal(defaults, explicit)  # the recorded settings are the ones used
+    overridden = draw(tuned, "overridden", "--cfg", "0")
+    assert "cfg 0.0 (flag)" in capsys.readouterr().out
+    assert not np.array_equal(defaults, overridden)
+    assert np.array_equal(draw(pipeline, "var", "--top-k", "900", "--top-p", "0.96", "--cfg", "1.5"),
+                          draw(pipeline, "var-defaults"))  # no record: VAR's settings, as before
+
+
+def test_bad_sampling_records_are_refused(pipeline, tmp_path):
+    import json
+
+    from artok.checkpoint import CheckpointError
+
+    loaded = artok.from_pretrained(pipeline)
+    with pytest.raises(CheckpointError, match="unknown sampling setting"):
+        Pipeline(loaded.tokenizer, loaded.generator, sampling={"guidance": 2})
+    with pytest.raises(CheckpointError, match="top_k must be int"):
+        Pipeline(loaded.tokenizer, loaded.generator, sampling={"top_k": 2.5})
+    broken = tmp_path / "broken"
+    Pipeline(loaded.tokenizer, loaded.generator).save_pretrained(broken)
+    meta = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**meta, "sampling": {"cfg": "high"}}))
+    with pytest.raises(CheckpointError, match="config.json: sampling setting cfg must be float"):
+        artok.from_pretrained(broken)

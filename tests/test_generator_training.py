@@ -62,6 +62,15 @@ def test_loss_falls_and_pipeline_is_exported(encoded, tmp_path):
     assert isinstance(pipe, artok.Pipeline)
     ema = result.ema.shadow.state_dict()
     assert all(torch.equal(v, ema[k]) for k, v in pipe.generator.state_dict().items()), "export holds EMA weights"
+    assert pipe.sampling is None  # no recipe.export_sampling: artok sample uses VAR's settings
+
+
+def test_export_sampling_records_the_recipes_settings_in_the_pipeline(encoded, tmp_path):
+    cfg = config(encoded, tmp_path / "run", max_steps=2, save_every=2)
+    cfg = cfg.replace(recipe=cfg.recipe.replace(export_sampling=True, sample_cfg=3.0, sample_top_k=50,
+                                                sample_top_p=0.9))
+    train_generator(cfg, progress=False)
+    assert artok.from_pretrained(tmp_path / "run" / "pipeline").sampling == {"cfg": 3.0, "top_k": 50, "top_p": 0.9}
 
 
 @pytest.mark.slow  # spawns processes or trains for seconds; .ci/run runs it

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artok.commands.sample import add_sampling_arguments, default_device, load_text_encoder
+from artok.commands.sample import add_sampling_arguments, default_device, load_text_encoder, resolve_sampling
 from artok.data.images import load_image
 from artok.data.transforms import pil_to_tensor
 from artok.pipeline import open_pipeline
@@ -74,6 +74,7 @@ def run(args) -> int:
     device = default_device(args.device)
     check_out_dir(args.out, args.overwrite)
     pipe = open_pipeline(args.checkpoint, device)
+    print(resolve_sampling(args, pipe.sampling), flush=True)
     tok, gen = pipe.tokenizer, pipe.generator
     if args.prompt is not None:
         if not pipe.text_conditioned:

@@ -97,7 +97,11 @@ def draw_samples(args, state, out: Path) -> tuple[Path, dict]:
     """Sample (this process's share of the batches), then the main process writes grid and npz."""
     from artok.commands import sample as cmd
 
-    tok, gen = cmd.load_pipeline(args.checkpoint, state.device)
+    pipe = cmd.open_pipeline(args.checkpoint, state.device)
+    tok, gen = pipe.tokenizer, pipe.generator
+    told = cmd.resolve_sampling(args, pipe.sampling)  # before the record: it holds the settings used
+    if state.is_main_process:
+        print(told, flush=True)
     labels = balanced_labels(args.num_samples, gen.num_classes)
     jobs = cmd.batches(labels, args.batch_size)
     samples_dir = out / "samples"

@@ -29,7 +29,7 @@ from artok.sampling.to_disk import (GRID_MAX, GRID_NAME, NPZ_NAME, PROMPT_SAMPLE
 
 __all__ = ["GRID_MAX", "GRID_NAME", "NPZ_NAME", "SAMPLE_NAME", "SAMPLE_RE", "add_arguments", "add_sampling_arguments",
            "batches", "check_out_dir", "default_device", "existing_samples", "finish", "load_pipeline", "load_text_encoder",
-           "plan_labels", "plan_prompts", "prepare_out_dir", "read_prompts", "register", "run", "sample_batch",
+           "plan_labels", "plan_prompts", "prepare_out_dir", "read_prompts", "register", "resolve_sampling", "run", "sample_batch",
            "sample_jobs", "sample_paths", "to_uint8", "write_grid", "write_npz", "write_pngs"]
 
 
@@ -60,20 +60,49 @@ def add_arguments(p) -> None:
     fast.add_argument("--draft-last", type=int, default=0, metavar="N", help="... that predicts the last N blocks")
 
 
+# VAR's FID settings: what sampling uses where neither a flag nor the pipeline's own defaults say otherwise
+SAMPLING_DEFAULTS = {"cfg": 1.5, "cfg_schedule": "linear", "top_k": 900, "top_p": 0.96, "temperature": 1.0}
+
+
 def add_sampling_arguments(p) -> None:
-    """The sampling settings, shared by ``artok sample`` and ``artok eval generator`` (VAR's FID defaults)."""
-    p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance strength (0: none)")
-    p.add_argument("--cfg-schedule", choices=("linear", "constant"), default="linear",
-                   help="linear: VAR's ramp from 0 at the first step to --cfg at the last; constant: --cfg throughout")
-    p.add_argument("--top-k", type=int, default=900, help="keep the k most likely tokens (0: all; 1: greedy)")
-    p.add_argument("--top-p", type=float, default=0.96, help="nucleus sampling mass (0: off)")
-    p.add_argument("--temperature", type=float, default=1.0, help="divides the guided logits")
+    """The sampling settings, shared by ``artok sample`` and ``artok eval generator``. An unset flag takes the
+    pipeline's recorded default (``Pipeline.sampling``, what its training recipe chose), else VAR's FID
+    setting (``SAMPLING_DEFAULTS``)."""
+    d = SAMPLING_DEFAULTS
+    p.add_argument("--cfg", type=float, default=None,
+                   help=f"classifier-free guidance strength (0: none; default: the pipeline's, else {d['cfg']})")
+    p.add_argument("--cfg-schedule", choices=("linear", "constant"), default=None,
+                   help="linear: VAR's ramp from 0 at the first step to --cfg at the last; constant: --cfg throughout "
+                        f"(default: the pipeline's, else {d['cfg_schedule']})")
+    p.add_argument("--top-k", type=int, default=None,
+                   help=f"keep the k most likely tokens (0: all; 1: greedy; default: the pipeline's, else {d['top_k']})")
+    p.add_argument("--top-p", type=float, default=None,
+                   help=f"nucleus sampling mass (0: off; default: the pipeline's, else {d['top_p']})")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"divides the guided logits (default: the pipeline's, else {d['temperature']})")
     p.add_argument("--more-smooth", action="store_true", help="VAR's Gumbel soft codes (visual quality, not for FID)")
     p.add_argument("--seed", type=int, default=0, help="batch b uses seed + b")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace samples already in --out")
+
+
+def resolve_sampling(args, pipeline_sampling: dict | None) -> str:
+    """Fill the sampling flags left unset: the pipeline's defaults first, then VAR's. Returns a one-line
+    account of where each came from."""
+    sources = []
+    for key, fallback in SAMPLING_DEFAULTS.items():
+        if getattr(args, key) is not None:
+            sources.append(f"{key} {getattr(args, key)} (flag)")
+        elif pipeline_sampling and key in pipeline_sampling:
+            setattr(args, key, pipeline_sampling[key])
+            sources.append(f"{key} {pipeline_sampling[key]} (pipeline)")
+        else:
+            setattr(args, key, fallback)
+    rest = "VAR's defaults for the rest" if len(sources) < len(SAMPLING_DEFAULTS) else ""
+    return "sampling with " + ", ".join(sources + [rest] if rest else sources) if sources else \
+        "sampling with VAR's defaults (" + ", ".join(f"{k} {v}" for k, v in SAMPLING_DEFAULTS.items()) + ")"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -208,6 +237,9 @@ def run(args) -> int:
     check_out_dir(args.out, args.overwrite)  # before the (slow) load, on every process
     pipe = open_pipeline(args.checkpoint, device)
     tok, gen = pipe.tokenizer, pipe.generator
+    told = resolve_sampling(args, pipe.sampling)
+    if state.is_main_process:
+        print(told, flush=True)
     text = args.prompt is not None or args.prompt_file is not None
     encoder = prompts = None
     if text != pipe.text_conditioned:

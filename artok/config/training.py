@@ -255,7 +255,10 @@ class GeneratorRecipeConfig(Config):
     scales linearly until all are trained at ``progressive_steps`` (0 disables). Sample grids every
     ``train.sample_every`` steps use the fixed ``sample_classes`` and ``sample_seed``; a text-conditioned
     generator's grids have one row per ``sample_prompts`` (default: the first distinct captions of the data, as
-    many as ``sample_classes``).
+    many as ``sample_classes``). With ``export_sampling`` the exported pipeline records ``sample_cfg``,
+    ``sample_top_k`` and ``sample_top_p`` as its sampling defaults, which ``artok sample`` and ``artok eval
+    generator`` then use where their flags are not given (otherwise they use VAR's: cfg 1.5, top-k 900,
+    top-p 0.96).
     """
 
     scale_lr: bool = True
@@ -269,6 +272,7 @@ class GeneratorRecipeConfig(Config):
     sample_cfg: float = 1.5
     sample_top_k: int = 0
     sample_top_p: float = 0.0
+    export_sampling: bool = False
 
     def validate(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -113,4 +113,7 @@ class GeneratorObjective(Objective):
         return sample_grid(net, self.tok, self.cfg.recipe, device)
 
     def export(self, net: nn.Module, directory: Path) -> None:
-        Pipeline(self.tok, net, self.text_record).save_pretrained(directory)
+        r = self.cfg.recipe
+        sampling = {"cfg": r.sample_cfg, "top_k": r.sample_top_k, "top_p": r.sample_top_p} \
+            if r.export_sampling else None
+        Pipeline(self.tok, net, self.text_record, sampling=sampling).save_pretrained(directory)
