@@ -126,12 +126,14 @@ def generator_recipe(generator, tokenizer_dir: Path, tokens_dir: Path, out_dir: 
                      seed: int, classes: int) -> GeneratorTrainConfig:
     """The quickstart's generator training: ``generator`` (a GeneratorConfig or HartConfig) on the shards in
     ``tokens_dir`` for ``minutes``, batch ``GENERATOR_BATCH``, lr ``GENERATOR_LR`` unscaled, linear decay over
-    the minutes, EMA 0.995; ``steps`` (what a speed probe expects) sets warm-up and cadences."""
+    the minutes, EMA 0.995; ``steps`` (what a speed probe expects) sets warm-up and cadences. The exported
+    pipeline records the quickstart's sampling settings (``CFG_SCALE``, ``TOP_K``)."""
     return GeneratorTrainConfig.from_dict({
         "generator": generator.to_dict(), "tokenizer": str(tokenizer_dir),
         "data": {"tokens": str(tokens_dir), "num_workers": 0},
         "recipe": {"scale_lr": False, "sample_classes": list(range(classes)), "samples_per_class": 4,
-                   "sample_cfg": CFG_SCALE, "sample_top_k": TOP_K, "sample_top_p": 0.0, "sample_seed": seed},
+                   "sample_cfg": CFG_SCALE, "sample_top_k": TOP_K, "sample_top_p": 0.0, "sample_seed": seed,
+                   "export_sampling": True},  # `artok sample` on the quickstart's pipeline uses these settings
         "train": {"out_dir": str(out_dir), "seed": seed, "batch_size": GENERATOR_BATCH, "max_steps": 10 * steps,
                   "max_minutes": minutes, "schedule_over": "minutes", "lr": GENERATOR_LR,
                   "warmup_steps": min(100, steps // 10),
