@@ -81,8 +81,8 @@ def data_config_from_spec(spec: str, **fields) -> DataConfig:
 
 
 __all__ = ["BadImageError", "FashionMNIST", "HFImageDataset", "IMAGE_EXTENSIONS", "ImageFolder", "ImageTransform",
-           "InfiniteShardedSampler", "Preloaded", "ProceduralShapes", "SkimagePhotos", "TarShards", "TokenDataset", "TokenRecord",
-           "TrainingSet",
+           "InfiniteShardedSampler", "Preloaded", "ProceduralShapes", "SkimagePhotos", "TarShards", "TokenDataset",
+           "TokenRecord", "TrainingSet",
            "build_dataset", "build_source", "collate", "data_config_from_spec", "draw_shape", "evaluation_loader",
            "expand_shards", "fashion_mnist_available", "load_image", "pil_to_tensor", "tensor_to_uint8", "to_rgb",
            "training_loader"]
