@@ -65,16 +65,11 @@ def trainer(cfg, steps: int, out: Path) -> float:
 
 
 def with_data(cfg, setting: str):
-    """cfg with ``KEY=VALUE[,KEY=VALUE]`` applied to its data section (YAML values)."""
-    import yaml
+    """cfg with ``KEY=VALUE[,KEY=VALUE]`` applied to its data section, as ``--data.KEY=VALUE`` overrides."""
+    from artok.training.args import parse_overrides
 
-    changes = {}
-    for kv in filter(None, setting.split(",")):
-        key, sep, value = kv.partition("=")
-        if not sep:
-            raise SystemExit(f"--data-settings: '{kv}' is not KEY=VALUE")
-        changes[key.strip()] = yaml.safe_load(value)
-    return cfg.replace(data=cfg.data.replace(**changes)) if changes else cfg
+    items = [f"--data.{kv}" for kv in setting.split(",") if kv]
+    return cfg.override(parse_overrides(items)) if items else cfg
 
 
 def main() -> None:
@@ -95,8 +90,8 @@ def main() -> None:
 
     cfg = TokenizerTrainConfig.from_yaml(a.config)
     if a.data:
-        cfg = cfg.replace(data=data_config_from_spec(a.data, num_workers=cfg.data.num_workers, preload=cfg.data.preload,
-                                                     pad_small=cfg.data.pad_small))
+        cfg = cfg.replace(data=data_config_from_spec(a.data, num_workers=cfg.data.num_workers,
+                                                     preload=cfg.data.preload, pad_small=cfg.data.pad_small))
     dataset = build_dataset(cfg.data, image_size=cfg.tokenizer.image_size, train=False)
     images = torch.stack([dataset[(i, 0)]["image"] for i in range(min(a.pool, len(dataset)))])
     settings = a.data_settings or [""]

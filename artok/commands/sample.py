@@ -100,9 +100,11 @@ def resolve_sampling(args, pipeline_sampling: dict | None) -> str:
             sources.append(f"{key} {pipeline_sampling[key]} (pipeline)")
         else:
             setattr(args, key, fallback)
-    rest = "VAR's defaults for the rest" if len(sources) < len(SAMPLING_DEFAULTS) else ""
-    return "sampling with " + ", ".join(sources + [rest] if rest else sources) if sources else \
-        "sampling with VAR's defaults (" + ", ".join(f"{k} {v}" for k, v in SAMPLING_DEFAULTS.items()) + ")"
+    if not sources:
+        return "sampling with VAR's defaults (" + ", ".join(f"{k} {v}" for k, v in SAMPLING_DEFAULTS.items()) + ")"
+    if len(sources) < len(SAMPLING_DEFAULTS):
+        sources.append("VAR's defaults for the rest")
+    return "sampling with " + ", ".join(sources)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from PIL import Image
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """8-bit RGB image → (3, H, W) float in [-1, 1]."""
     array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)  # (3, H, W)
+    return uint8_to_unit(torch.from_numpy(array.copy()).permute(2, 0, 1))  # (3, H, W)
 
 
 def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
